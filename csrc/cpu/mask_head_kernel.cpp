@@ -1,0 +1,316 @@
+// Fused SAM mask head (see mask_head_kernel.h). Per tile of kTile pixels:
+//   GEMM1  T[P, 4*C1]    = src[P, C] x W1p[C, 4*C1] + b1   (columns ordered [dy, dx, c1])
+//   LN+GELU over each sub-pixel's C1 channels (in place: T viewed as [4P, C1])
+//   GEMM2  U[4P, 4*C2]   = GELU(T[4P, C1] x W2p[C1, 4*C2] + b2)  (columns ordered [ey, ex, c2])
+//   out[b, m, 4y+2dy+ey, 4x+2dx+ex] = U[4p+2dy+dx, (2ey+ex)*C2 : +C2] . hyper_in[b, m, :]
+// GEMMs use weights packed per call into 16-column panels ([N/16][K][16], zero padded) and a
+// 6x16 register-blocked AVX2+FMA micro-kernel; a portable path mirrors the same structure.
+#include "cpu/mask_head_kernel.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#include "cpu/cpu_features.h"
+#include "cpu/mask_simd.h"
+
+namespace samfast::cpu {
+namespace {
+
+constexpr int64_t kNR = 16;    // panel width: two 8-float vectors
+constexpr int64_t kTile = 24;  // pixels per tile (4 register tiles of 6 rows)
+
+struct Packed {
+  int64_t C, C1, C2, N1p, N2p;
+  AlignedFloats w1p, b1p, w2p, b2p, lnw, lnb;
+};
+
+inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+inline float load_elem(const void* p, int64_t i, bool bf16) {
+  return bf16 ? bf16_to_float(static_cast<const uint16_t*>(p)[i]) : static_cast<const float*>(p)[i];
+}
+
+// ConvT weight [K, Cout, 2, 2] -> panels of the [K, 4*Cout] matrix with column n = (2*dy+dx)*Cout + co.
+void pack_convt(const void* w, int64_t K, int64_t Cout, int64_t Np, bool bf16, float* dst) {
+  for (int64_t jp = 0; jp < Np; jp += kNR)
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t j = 0; j < kNR; ++j) {
+        const int64_t n = jp + j, s = n / std::max<int64_t>(Cout, 1), co = n - s * Cout;
+        dst[jp * K + k * kNR + j] = n < 4 * Cout ? load_elem(w, (k * Cout + co) * 4 + s, bf16) : 0.f;
+      }
+}
+
+void pack_bias(const void* b, int64_t Cout, int64_t Np, bool bf16, bool repeat4, float* dst) {
+  for (int64_t n = 0; n < Np; ++n)
+    dst[n] = n < (repeat4 ? 4 * Cout : Cout) ? load_elem(b, n % Cout, bf16) : 0.f;
+}
+
+inline float gelu_exact(float x) { return 0.5f * x * (1.f + std::erf(x * 0.70710678118654752f)); }
+
+template <typename OutT>
+inline void store_out(OutT* p, float v) {
+  if constexpr (sizeof(OutT) == 2) *p = float_to_bf16(v); else *p = v;
+}
+
+// ---------------------------------------------------------------- portable path
+
+// C[rows, Np] = A[rows, K] (row stride lda) x Bp + bias, optionally GELU.
+void gemm_base(const float* A, int64_t lda, int64_t rows, int64_t K, const float* Bp, int64_t Np,
+               const float* bias, float* Cm, int64_t ldc, bool gelu) {
+  for (int64_t jp = 0; jp < Np; jp += kNR) {
+    const float* panel = Bp + jp * K;
+    for (int64_t i = 0; i < rows; ++i) {
+      float acc[kNR];
+      for (int64_t j = 0; j < kNR; ++j) acc[j] = bias[jp + j];
+      const float* a = A + i * lda;
+      for (int64_t k = 0; k < K; ++k) {
+        const float av = a[k];
+        const float* b = panel + k * kNR;
+        for (int64_t j = 0; j < kNR; ++j) acc[j] += av * b[j];
+      }
+      float* c = Cm + i * ldc + jp;
+      for (int64_t j = 0; j < kNR; ++j) c[j] = gelu ? gelu_exact(acc[j]) : acc[j];
+    }
+  }
+}
+
+// T[P, N1p] (sub-pixel rows of C1) -> LN + GELU -> T2[4P, C1]
+void ln_gelu_base(const float* T, int64_t P, const Packed& pk, float eps, float* T2) {
+  const int64_t C1 = pk.C1;
+  for (int64_t p = 0; p < P; ++p)
+    for (int64_t s = 0; s < 4; ++s) {
+      const float* x = T + p * pk.N1p + s * C1;
+      float* y = T2 + (p * 4 + s) * C1;
+      float mean = 0.f, var = 0.f;
+      for (int64_t c = 0; c < C1; ++c) mean += x[c];
+      mean /= float(C1);
+      for (int64_t c = 0; c < C1; ++c) var += (x[c] - mean) * (x[c] - mean);
+      const float rstd = 1.f / std::sqrt(var / float(C1) + eps);
+      for (int64_t c = 0; c < C1; ++c) y[c] = gelu_exact((x[c] - mean) * rstd * pk.lnw.p[c] + pk.lnb.p[c]);
+    }
+}
+
+// U[4P, N2p] . hyper[M, C2] -> out[M, 4h, 4w] for pixels q0 .. q0+P-1 of one batch item.
+template <typename OutT>
+void hyper_base(const float* U, int64_t P, int64_t q0, int64_t h, int64_t w, const Packed& pk,
+                const float* hyp, int64_t M, OutT* out) {
+  const int64_t C2 = pk.C2, W4 = 4 * w, plane = 16 * h * w;
+  for (int64_t p = 0; p < P; ++p) {
+    const int64_t y = (q0 + p) / w, x = (q0 + p) % w;
+    for (int64_t s = 0; s < 4; ++s)
+      for (int64_t e = 0; e < 4; ++e) {
+        const float* u = U + (p * 4 + s) * pk.N2p + e * C2;
+        const int64_t oy = 4 * y + 2 * (s >> 1) + (e >> 1), ox = 4 * x + 2 * (s & 1) + (e & 1);
+        for (int64_t m = 0; m < M; ++m) {
+          float acc = 0.f;
+          for (int64_t c = 0; c < C2; ++c) acc += u[c] * hyp[m * C2 + c];
+          store_out(out + m * plane + oy * W4 + ox, acc);
+        }
+      }
+  }
+}
+
+// ---------------------------------------------------------------- AVX2 + FMA path
+#if SAMFAST_X86
+
+template <int R>
+SAMFAST_AVX2 inline void ukernel_avx2(const float* A, int64_t lda, const float* Bp, int64_t K,
+                                      const float* bias, float* Cm, int64_t ldc, bool gelu) {
+  __m256 c0[R], c1[R];
+  const __m256 z0 = _mm256_loadu_ps(bias), z1 = _mm256_loadu_ps(bias + 8);
+#pragma GCC unroll 8
+  for (int i = 0; i < R; ++i) { c0[i] = z0; c1[i] = z1; }
+#pragma GCC unroll 2
+  for (int64_t k = 0; k < K; ++k) {
+    const __m256 b0 = _mm256_load_ps(Bp + k * kNR), b1 = _mm256_load_ps(Bp + k * kNR + 8);
+#pragma GCC unroll 8
+    for (int i = 0; i < R; ++i) {
+      const __m256 av = _mm256_broadcast_ss(A + i * lda + k);
+      c0[i] = _mm256_fmadd_ps(av, b0, c0[i]);
+      c1[i] = _mm256_fmadd_ps(av, b1, c1[i]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < R; ++i) {
+    if (gelu) { c0[i] = gelu_avx2(c0[i]); c1[i] = gelu_avx2(c1[i]); }
+    _mm256_storeu_ps(Cm + i * ldc, c0[i]);
+    _mm256_storeu_ps(Cm + i * ldc + 8, c1[i]);
+  }
+}
+
+SAMFAST_AVX2 void gemm_avx2(const float* A, int64_t lda, int64_t rows, int64_t K, const float* Bp,
+                            int64_t Np, const float* bias, float* Cm, int64_t ldc, bool gelu) {
+  for (int64_t jp = 0; jp < Np; jp += kNR) {
+    const float* panel = Bp + jp * K;
+    int64_t i = 0;
+    for (; i + 6 <= rows; i += 6) ukernel_avx2<6>(A + i * lda, lda, panel, K, bias + jp, Cm + i * ldc + jp, ldc, gelu);
+    const float* a = A + i * lda;
+    float* c = Cm + i * ldc + jp;
+    switch (rows - i) {
+      case 5: ukernel_avx2<5>(a, lda, panel, K, bias + jp, c, ldc, gelu); break;
+      case 4: ukernel_avx2<4>(a, lda, panel, K, bias + jp, c, ldc, gelu); break;
+      case 3: ukernel_avx2<3>(a, lda, panel, K, bias + jp, c, ldc, gelu); break;
+      case 2: ukernel_avx2<2>(a, lda, panel, K, bias + jp, c, ldc, gelu); break;
+      case 1: ukernel_avx2<1>(a, lda, panel, K, bias + jp, c, ldc, gelu); break;
+      default: break;
+    }
+  }
+}
+
+// Requires C1 % 8 == 0.
+SAMFAST_AVX2 void ln_gelu_avx2(const float* T, int64_t P, const Packed& pk, float eps, float* T2) {
+  const int64_t C1 = pk.C1;
+  const __m256 inv_n = _mm256_set1_ps(1.f / float(C1));
+  for (int64_t r = 0; r < 4 * P; ++r) {
+    const float* x = T + (r >> 2) * pk.N1p + (r & 3) * C1;
+    float* y = T2 + r * C1;
+    __m256 sum = _mm256_setzero_ps();
+    for (int64_t c = 0; c < C1; c += 8) sum = _mm256_add_ps(sum, _mm256_loadu_ps(x + c));
+    const __m256 mean = _mm256_mul_ps(hsum_bcast_avx2(sum), inv_n);
+    __m256 vs = _mm256_setzero_ps();
+    for (int64_t c = 0; c < C1; c += 8) {
+      const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(x + c), mean);
+      vs = _mm256_fmadd_ps(d, d, vs);
+    }
+    const __m256 var = _mm256_fmadd_ps(hsum_bcast_avx2(vs), inv_n, _mm256_set1_ps(eps));
+    const __m256 rstd = _mm256_div_ps(_mm256_set1_ps(1.f), _mm256_sqrt_ps(var));
+    for (int64_t c = 0; c < C1; c += 8) {
+      const __m256 d = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + c), mean), rstd);
+      const __m256 v = _mm256_fmadd_ps(d, _mm256_load_ps(pk.lnw.p + c), _mm256_load_ps(pk.lnb.p + c));
+      _mm256_storeu_ps(y + c, gelu_avx2(v));
+    }
+  }
+}
+
+template <typename OutT>
+SAMFAST_AVX2 inline void store4_avx2(OutT* dst, __m128 v) {
+  if constexpr (sizeof(OutT) == 2) {
+    alignas(16) float t[4];
+    _mm_store_ps(t, v);
+    for (int i = 0; i < 4; ++i) dst[i] = float_to_bf16(t[i]);
+  } else {
+    _mm_storeu_ps(dst, v);
+  }
+}
+
+// Requires C2 % 8 == 0. Each (pixel, dy, m) yields the 2x4 output block rows 4y+2dy+{0,1}, cols 4x..4x+3.
+template <typename OutT>
+SAMFAST_AVX2 void hyper_avx2(const float* U, int64_t P, int64_t q0, int64_t h, int64_t w, const Packed& pk,
+                             const float* hyp, int64_t M, OutT* out) {
+  const int64_t C2 = pk.C2, N2p = pk.N2p, W4 = 4 * w, plane = 16 * h * w;
+  for (int64_t p = 0; p < P; ++p) {
+    const int64_t y = (q0 + p) / w, x = (q0 + p) % w;
+    for (int64_t dy = 0; dy < 2; ++dy) {
+      const float* u0 = U + (p * 4 + 2 * dy) * N2p;  // lane l: dx = l >> 2, (ey, ex) = l & 3
+      for (int64_t m = 0; m < M; ++m) {
+        const float* hm = hyp + m * C2;
+        __m256 v[8];
+#pragma GCC unroll 8
+        for (int l = 0; l < 8; ++l) v[l] = _mm256_setzero_ps();
+        for (int64_t c = 0; c < C2; c += 8) {
+          const __m256 hv = _mm256_loadu_ps(hm + c);
+#pragma GCC unroll 8
+          for (int l = 0; l < 8; ++l)
+            v[l] = _mm256_fmadd_ps(_mm256_loadu_ps(u0 + (l >> 2) * N2p + (l & 3) * C2 + c), hv, v[l]);
+        }
+        const __m256 s = hsum8_avx2(v);  // [a0..a7]
+        const __m128 lo = _mm256_castps256_ps128(s), hi = _mm256_extractf128_ps(s, 1);
+        OutT* o = out + m * plane + (4 * y + 2 * dy) * W4 + 4 * x;
+        store4_avx2(o, _mm_shuffle_ps(lo, hi, _MM_SHUFFLE(1, 0, 1, 0)));       // ey = 0
+        store4_avx2(o + W4, _mm_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 2, 3, 2)));  // ey = 1
+      }
+    }
+  }
+}
+
+#endif  // SAMFAST_X86
+
+struct TileBufs {
+  AlignedFloats a, t, t2, u;
+};
+
+template <typename OutT>
+void run_tile(const float* A, int64_t P, int64_t q0, const MaskHeadArgs& args, const Packed& pk,
+              const float* hyp, OutT* out, TileBufs& buf, bool avx2) {
+  const int64_t C = pk.C, C1 = pk.C1;
+  float* T = buf.t.p;
+  float* T2 = pk.N1p == 4 * C1 ? T : buf.t2.p;
+  float* U = buf.u.p;
+#if SAMFAST_X86
+  if (avx2) {
+    gemm_avx2(A, C, P, C, pk.w1p.p, pk.N1p, pk.b1p.p, T, pk.N1p, false);
+    if (C1 % 8 == 0) ln_gelu_avx2(T, P, pk, args.eps, T2); else ln_gelu_base(T, P, pk, args.eps, T2);
+    gemm_avx2(T2, C1, 4 * P, C1, pk.w2p.p, pk.N2p, pk.b2p.p, U, pk.N2p, true);
+    if (pk.C2 % 8 == 0) hyper_avx2(U, P, q0, args.h, args.w, pk, hyp, args.M, out);
+    else hyper_base(U, P, q0, args.h, args.w, pk, hyp, args.M, out);
+    return;
+  }
+#endif
+  (void)avx2;
+  gemm_base(A, C, P, C, pk.w1p.p, pk.N1p, pk.b1p.p, T, pk.N1p, false);
+  ln_gelu_base(T, P, pk, args.eps, T2);
+  gemm_base(T2, C1, 4 * P, C1, pk.w2p.p, pk.N2p, pk.b2p.p, U, pk.N2p, true);
+  hyper_base(U, P, q0, args.h, args.w, pk, hyp, args.M, out);
+}
+
+template <typename OutT>
+void mask_head_impl(const MaskHeadArgs& a, const Packed& pk, const float* hyper_all, bool avx2) {
+  const int64_t hw = a.h * a.w, ntile = (hw + kTile - 1) / kTile, total = a.B * ntile;
+  const int64_t out_batch = a.M * 16 * hw;
+#pragma omp parallel
+  {
+    TileBufs buf;
+    if (a.bf16) buf.a.alloc(kTile * pk.C);
+    buf.t.alloc(kTile * pk.N1p);
+    if (pk.N1p != 4 * pk.C1) buf.t2.alloc(4 * kTile * pk.C1);
+    buf.u.alloc(4 * kTile * pk.N2p);
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < total; ++t) {
+      const int64_t b = t / ntile, q0 = (t % ntile) * kTile, P = std::min(kTile, hw - q0);
+      const float* A;
+      if (a.bf16) {
+        const uint16_t* s = static_cast<const uint16_t*>(a.src) + (b * hw + q0) * pk.C;
+        for (int64_t i = 0; i < P * pk.C; ++i) buf.a.p[i] = bf16_to_float(s[i]);
+        A = buf.a.p;
+      } else {
+        A = static_cast<const float*>(a.src) + (b * hw + q0) * pk.C;
+      }
+      run_tile(A, P, q0, a, pk, hyper_all + b * a.M * pk.C2, static_cast<OutT*>(a.out) + b * out_batch,
+               buf, avx2);
+    }
+  }
+}
+
+}  // namespace
+
+void mask_head_cpu(const MaskHeadArgs& a) {
+  if (a.B == 0 || a.h == 0 || a.w == 0 || a.M == 0) return;
+  Packed pk;
+  pk.C = a.C; pk.C1 = a.C1; pk.C2 = a.C2;
+  pk.N1p = round_up(4 * a.C1, kNR);
+  pk.N2p = round_up(4 * a.C2, kNR);
+  pk.w1p.alloc(pk.N1p * a.C);
+  pk.b1p.alloc(pk.N1p);
+  pk.w2p.alloc(pk.N2p * a.C1);
+  pk.b2p.alloc(pk.N2p);
+  pk.lnw.alloc(a.C1);
+  pk.lnb.alloc(a.C1);
+  pack_convt(a.w1, a.C, a.C1, pk.N1p, a.bf16, pk.w1p.p);
+  pack_convt(a.w2, a.C1, a.C2, pk.N2p, a.bf16, pk.w2p.p);
+  pack_bias(a.b1, a.C1, pk.N1p, a.bf16, true, pk.b1p.p);
+  pack_bias(a.b2, a.C2, pk.N2p, a.bf16, true, pk.b2p.p);
+  for (int64_t c = 0; c < a.C1; ++c) {
+    pk.lnw.p[c] = load_elem(a.ln_w, c, a.bf16);
+    pk.lnb.p[c] = load_elem(a.ln_b, c, a.bf16);
+  }
+  AlignedFloats hyper;
+  hyper.alloc(a.B * a.M * a.C2);
+  for (int64_t i = 0; i < a.B * a.M * a.C2; ++i) hyper.p[i] = load_elem(a.hyper, i, a.bf16);
+  const bool avx2 = use_avx2();
+  if (a.bf16) mask_head_impl<uint16_t>(a, pk, hyper.p, avx2);
+  else mask_head_impl<float>(a, pk, hyper.p, avx2);
+}
+
+}  // namespace samfast::cpu

@@ -1,0 +1,346 @@
+// CPU rel-pos attention driver + portable (auto-vectorised) micro-kernels.
+//
+// Per (batch, head, block) where a block is the whole H x W grid (global) or one window:
+//   * K is packed transposed per key block ([hd, Tk], fp32) and V as [N, hdp] (fp32), padded
+//     window tokens taking the qkv bias; global blocks pack once per (batch, head) and share it.
+//   * queries are tiled (<= 48, rows padded to a multiple of 6); per tile we keep Qs = q * scale,
+//     the rel-pos dot products bh[q, ky] = q . rel_h[qy, ky] and bw[q, kx] = q . rel_w[qx, kx],
+//     and stream key blocks with an online softmax (S = Qs Kt + bh + bw; O = O * alpha + P V), so the
+//     score matrix never exceeds [48, Tk]. Padded window queries are skipped entirely.
+#include "cpu/rel_pos_attention_kernel.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <vector>
+
+#include "cpu/cpu_features.h"
+
+#ifdef SAMFAST_WITH_OPENMP
+#include <omp.h>
+#endif
+
+namespace samfast::cpu {
+namespace {
+
+constexpr int64_t MR = 6;         // register-block rows (qk / pv)
+constexpr int64_t TQ_MAX = 48;    // queries per tile (multiple of MR)
+constexpr int64_t TK_BIG = 128;   // key block for blocks with more than TK_SINGLE_MAX tokens
+constexpr int64_t TK_SINGLE_MAX = 256;
+
+inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+inline int64_t ceil_div(int64_t x, int64_t m) { return (x + m - 1) / m; }
+
+// ---------------------------------------------------------------------------------------------
+// portable micro-kernels (same contracts as the AVX2 ones; inner loops are contiguous so the
+// compiler vectorises them for the baseline ISA)
+// ---------------------------------------------------------------------------------------------
+
+void qk_base(const float* Qs, int64_t rows, int64_t hd, const float* Kt, int64_t Tk, int64_t nk, float* S) {
+  const int64_t nk16 = round_up(nk, 16);
+  for (int64_t r0 = 0; r0 < rows; r0 += MR) {
+    for (int64_t j = 0; j < nk16; j += 16) {
+      float c[MR][16] = {};
+      for (int64_t d = 0; d < hd; ++d) {
+        const float* k = Kt + d * Tk + j;
+        for (int64_t i = 0; i < MR; ++i) {
+          const float a = Qs[(r0 + i) * hd + d];
+          for (int t = 0; t < 16; ++t) c[i][t] += a * k[t];
+        }
+      }
+      for (int64_t i = 0; i < MR; ++i) std::memcpy(S + (r0 + i) * Tk + j, c[i], sizeof(c[i]));
+    }
+  }
+}
+
+// exp for x <= 0, branch-free polynomial (same as the AVX2 one) so the loop vectorises.
+inline float exp_poly(float x) {
+  x = std::min(std::max(x, -87.3f), 88.3f);
+  const float fx = std::floor(x * 1.44269504088896341f + 0.5f);
+  x = x - fx * 0.693359375f - fx * -2.12194440e-4f;
+  float y = 1.9875691500E-4f;
+  y = y * x + 1.3981999507E-3f;
+  y = y * x + 8.3334519073E-3f;
+  y = y * x + 4.1665795894E-2f;
+  y = y * x + 1.6666665459E-1f;
+  y = y * x + 5.0000001201E-1f;
+  y = y * (x * x) + x + 1.0f;
+  const int32_t e = (static_cast<int32_t>(fx) + 127) << 23;
+  float p;
+  std::memcpy(&p, &e, sizeof(p));
+  return y * p;
+}
+
+void softmax_base(float* S, int64_t Tk, int64_t nk, int64_t rows, const float* bh, int64_t Sh,
+                  const float* bw, int64_t Sw, int64_t j0, float* m, float* l, float* alpha) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float* s = S + r * Tk;
+    const float* bhr = bh + r * Sh;
+    const float* bwr = bw + r * Sw;
+    float mx = -std::numeric_limits<float>::infinity();
+    int64_t ky = j0 / Sw, kx0 = j0 - ky * Sw;
+    for (int64_t jj = 0; jj < nk; ++ky, kx0 = 0) {
+      const int64_t len = std::min(Sw - kx0, nk - jj);
+      const float hb = bhr[ky];
+      for (int64_t t = 0; t < len; ++t) {
+        const float v = s[jj + t] + hb + bwr[kx0 + t];
+        s[jj + t] = v;
+        mx = std::max(mx, v);
+      }
+      jj += len;
+    }
+    const float m_new = std::max(m[r], mx);
+    const float a = std::exp(m[r] - m_new);
+    float sum = 0.f;
+    for (int64_t j = 0; j < nk; ++j) {
+      const float p = exp_poly(s[j] - m_new);
+      s[j] = p;
+      sum += p;
+    }
+    m[r] = m_new;
+    l[r] = l[r] * a + sum;
+    alpha[r] = a;
+  }
+}
+
+void pv_base(const float* P, int64_t Tk, int64_t nk, const float* V, int64_t hdp, float* O, const float* alpha,
+             int64_t rows) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float* o = O + r * hdp;
+    const float a = alpha[r];
+    for (int64_t d = 0; d < hdp; ++d) o[d] *= a;
+    const float* p = P + r * Tk;
+    for (int64_t j = 0; j < nk; ++j) {
+      const float pj = p[j];
+      const float* v = V + j * hdp;
+      for (int64_t d = 0; d < hdp; ++d) o[d] += pj * v[d];
+    }
+  }
+}
+
+void rel_dots_base(const float* q, const float* rel, int64_t n, int64_t hd, float* out) {
+  for (int64_t k = 0; k < n; ++k) {
+    const float* r = rel + k * hd;
+    float acc[8] = {};
+    int64_t d = 0;
+    for (; d + 8 <= hd; d += 8)
+      for (int t = 0; t < 8; ++t) acc[t] += q[d + t] * r[d + t];
+    for (; d < hd; ++d) acc[0] += q[d] * r[d];
+    out[k] = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// storage conversion
+// ---------------------------------------------------------------------------------------------
+
+inline float load_f(const float* p, int64_t i) { return p[i]; }
+inline float load_f(const uint16_t* p, int64_t i) {
+  const uint32_t u = static_cast<uint32_t>(p[i]) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof(f));
+  return f;
+}
+inline void store_f(float* p, int64_t i, float v) { p[i] = v; }
+inline void store_f(uint16_t* p, int64_t i, float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, sizeof(u));
+  if ((u & 0x7fffffffu) > 0x7f800000u) { p[i] = static_cast<uint16_t>((u >> 16) | 0x40); return; }  // NaN
+  u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
+  p[i] = static_cast<uint16_t>(u >> 16);
+}
+
+struct AlignedBuf {
+  std::unique_ptr<float, decltype(&std::free)> p{nullptr, &std::free};
+  int64_t n = 0;
+  float* get(int64_t need) {
+    if (need > n) {
+      const size_t bytes = static_cast<size_t>(round_up(std::max<int64_t>(need, 16), 16)) * sizeof(float);
+      p.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
+      if (!p) throw std::bad_alloc();
+      n = need;
+    }
+    return p.get();
+  }
+};
+
+struct Scratch {
+  AlignedBuf qs, bh, bw, s, o, stats, qraw, kp, vp;
+  std::vector<int64_t> qidx;
+};
+
+// One (batch, head) attention problem over a block (a window or the whole grid).
+template <typename T>
+struct Problem {
+  const T* qkv;     // [B, H, W, 3*C]
+  const T* bias;    // [3*C]
+  const float* rel_h;  // [Sh, Sh, hd] fp32
+  const float* rel_w;  // [Sw, Sw, hd] fp32
+  T* out;           // [B, H, W, C]
+  const AttnKernels* K;
+  int64_t H, W, C, hd, hdp, Sh, Sw, N, Tk, nblk;
+  float scale;
+
+  // K block-transposed Kp: [nblk, hd, Tk]; V: [nblk*Tk, hdp]; key blocks [blk0, blk1)
+  void pack_kv(int64_t b, int64_t head, int64_t oy, int64_t ox, int64_t blk0, int64_t blk1, float* Kp,
+               float* Vp) const {
+    for (int64_t j = blk0 * Tk; j < blk1 * Tk; ++j) {
+      float* kt = Kp + (j / Tk) * hd * Tk + (j % Tk);
+      float* v = Vp + j * hdp;
+      const T* ks = nullptr;
+      const T* vs = nullptr;
+      if (j < N) {
+        const int64_t y = oy + j / Sw, x = ox + j % Sw;
+        const T* base = (y < H && x < W) ? qkv + ((b * H + y) * W + x) * 3 * C : bias;
+        ks = base + C + head * hd;
+        vs = base + 2 * C + head * hd;
+      }
+      for (int64_t d = 0; d < hd; ++d) kt[d * Tk] = ks ? load_f(ks, d) : 0.f;
+      for (int64_t d = 0; d < hdp; ++d) v[d] = (vs && d < hd) ? load_f(vs, d) : 0.f;
+    }
+  }
+
+  // Queries qidx[0..nq) (block-local token indices, all inside the image) against all keys.
+  void query_tile(int64_t b, int64_t head, int64_t oy, int64_t ox, const int64_t* qidx, int64_t nq,
+                  const float* Kp, const float* Vp, Scratch& sc) const {
+    const int64_t rows = round_up(nq, MR);
+    float* Qs = sc.qs.get(rows * hd);
+    float* bh = sc.bh.get(rows * Sh);
+    float* bw = sc.bw.get(rows * Sw);
+    float* S = sc.s.get(rows * Tk);
+    float* O = sc.o.get(rows * hdp);
+    float* st = sc.stats.get(3 * rows);
+    float* qr = sc.qraw.get(hd);
+    float *m = st, *l = st + rows, *alpha = st + 2 * rows;
+    for (int64_t i = 0; i < nq; ++i) {
+      const int64_t qy = qidx[i] / Sw, qx = qidx[i] % Sw;
+      const T* src = qkv + ((b * H + oy + qy) * W + ox + qx) * 3 * C + head * hd;
+      for (int64_t d = 0; d < hd; ++d) qr[d] = load_f(src, d);
+      for (int64_t d = 0; d < hd; ++d) Qs[i * hd + d] = qr[d] * scale;
+      K->rel_dots(qr, rel_h + qy * Sh * hd, Sh, hd, bh + i * Sh);
+      K->rel_dots(qr, rel_w + qx * Sw * hd, Sw, hd, bw + i * Sw);
+    }
+    std::fill(Qs + nq * hd, Qs + rows * hd, 0.f);
+    std::fill(O, O + rows * hdp, 0.f);
+    std::fill(m, m + rows, -std::numeric_limits<float>::infinity());
+    std::fill(l, l + rows, 0.f);
+    std::fill(alpha, alpha + rows, 1.f);
+    for (int64_t kb = 0; kb < nblk; ++kb) {
+      const int64_t j0 = kb * Tk, nk = std::min(Tk, N - j0);
+      K->qk(Qs, rows, hd, Kp + kb * hd * Tk, Tk, nk, S);
+      K->softmax(S, Tk, nk, nq, bh, Sh, bw, Sw, j0, m, l, alpha);
+      K->pv(S, Tk, nk, Vp + j0 * hdp, hdp, O, alpha, rows);
+    }
+    for (int64_t i = 0; i < nq; ++i) {
+      const int64_t qy = qidx[i] / Sw, qx = qidx[i] % Sw;
+      T* dst = out + ((b * H + oy + qy) * W + ox + qx) * C + head * hd;
+      const float inv = 1.f / l[i];
+      for (int64_t d = 0; d < hd; ++d) store_f(dst, d, O[i * hdp + d] * inv);
+    }
+  }
+};
+
+template <typename T>
+void run(const RelPosAttentionArgs& a, const AttnKernels* K) {
+  const int64_t B = a.B, H = a.H, W = a.W, C = a.C, nh = a.num_heads, hd = C / nh, ws = a.window_size;
+  const int64_t Sh = ws > 0 ? ws : H, Sw = ws > 0 ? ws : W;
+  if (B == 0 || H == 0 || W == 0 || C == 0) return;
+  // rel tables in fp32
+  std::vector<float> rh32, rw32;
+  const float* rel_h = static_cast<const float*>(a.rel_h);
+  const float* rel_w = static_cast<const float*>(a.rel_w);
+  if (a.bf16) {
+    rh32.resize(Sh * Sh * hd);
+    rw32.resize(Sw * Sw * hd);
+    auto* rh = static_cast<const uint16_t*>(a.rel_h);
+    auto* rw = static_cast<const uint16_t*>(a.rel_w);
+    for (size_t i = 0; i < rh32.size(); ++i) rh32[i] = load_f(rh, i);
+    for (size_t i = 0; i < rw32.size(); ++i) rw32[i] = load_f(rw, i);
+    rel_h = rh32.data();
+    rel_w = rw32.data();
+  }
+  Problem<T> P;
+  P.qkv = static_cast<const T*>(a.qkv);
+  P.bias = static_cast<const T*>(a.qkv_bias);
+  P.rel_h = rel_h;
+  P.rel_w = rel_w;
+  P.out = static_cast<T*>(a.out);
+  P.K = K;
+  P.H = H; P.W = W; P.C = C; P.hd = hd; P.hdp = round_up(hd, 16);
+  P.Sh = Sh; P.Sw = Sw; P.N = Sh * Sw;
+  P.Tk = P.N <= TK_SINGLE_MAX ? round_up(P.N, 16) : TK_BIG;
+  P.nblk = ceil_div(P.N, P.Tk);
+  P.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+  const int64_t N = P.N, kv_k = P.nblk * hd * P.Tk, kv_v = P.nblk * P.Tk * P.hdp;
+
+  if (ws == 0) {
+    // global: K/V packed once per (b, head) into shared buffers, query tiles in parallel
+    const int64_t nqt = ceil_div(N, TQ_MAX), tq = round_up(ceil_div(N, nqt), MR);
+    const int64_t ntiles = ceil_div(N, tq);
+    AlignedBuf kbuf, vbuf;
+    float* Kp = kbuf.get(kv_k);
+    float* Vp = vbuf.get(kv_v);
+    std::vector<int64_t> all(N);
+    for (int64_t i = 0; i < N; ++i) all[i] = i;
+#pragma omp parallel
+    {
+      Scratch sc;
+      for (int64_t bh = 0; bh < B * nh; ++bh) {
+        const int64_t b = bh / nh, head = bh % nh;
+#pragma omp for schedule(static)
+        for (int64_t kb = 0; kb < P.nblk; ++kb) P.pack_kv(b, head, 0, 0, kb, kb + 1, Kp, Vp);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t t = 0; t < ntiles; ++t) {
+          const int64_t q0 = t * tq;
+          P.query_tile(b, head, 0, 0, all.data() + q0, std::min(tq, N - q0), Kp, Vp, sc);
+        }
+      }
+    }
+    return;
+  }
+
+  // windowed: one task per (b, window, head); padded queries are dropped
+  const int64_t nwy = ceil_div(H, ws), nwx = ceil_div(W, ws);
+  const int64_t ntask = B * nwy * nwx * nh;
+#pragma omp parallel
+  {
+    Scratch sc;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < ntask; ++task) {
+      const int64_t head = task % nh, win = task / nh;
+      const int64_t b = win / (nwy * nwx), wy = (win / nwx) % nwy, wx = win % nwx;
+      const int64_t oy = wy * ws, ox = wx * ws;
+      float* Kp = sc.kp.get(kv_k);
+      float* Vp = sc.vp.get(kv_v);
+      P.pack_kv(b, head, oy, ox, 0, P.nblk, Kp, Vp);
+      sc.qidx.clear();
+      for (int64_t y = 0; y < std::min(ws, H - oy); ++y)
+        for (int64_t x = 0; x < std::min(ws, W - ox); ++x) sc.qidx.push_back(y * ws + x);
+      const int64_t nv = static_cast<int64_t>(sc.qidx.size());
+      const int64_t nqt = ceil_div(nv, TQ_MAX), tq = round_up(ceil_div(nv, nqt), MR);
+      for (int64_t q0 = 0; q0 < nv; q0 += tq)
+        P.query_tile(b, head, oy, ox, sc.qidx.data() + q0, std::min(tq, nv - q0), Kp, Vp, sc);
+    }
+  }
+}
+
+}  // namespace
+
+const AttnKernels& attn_kernels_baseline() {
+  static const AttnKernels k{qk_base, softmax_base, pv_base, rel_dots_base};
+  return k;
+}
+
+void rel_pos_attention(const RelPosAttentionArgs& args) {
+  const AttnKernels* K = &attn_kernels_baseline();
+  if (use_avx2() && attn_kernels_avx2()) K = attn_kernels_avx2();
+  if (args.bf16)
+    run<uint16_t>(args, K);
+  else
+    run<float>(args, K);
+}
+
+}  // namespace samfast::cpu

@@ -1,0 +1,568 @@
+// Rel-pos multi-head attention (SAM ViT blocks), flash-attention-2 style; contract in
+// python/samfast/ops.py: rel_pos_attention_reference.
+//
+// A CTA owns BQ queries of one (batch, window, head). It first computes the per-query rel-pos bias
+// vectors bias_h[q][ky] = q . rel_h[qy, ky] and bias_w[q][kx] = q . rel_w[qx, kx] (q unscaled, fp32)
+// into shared memory, then streams K/V tiles of BK keys with an online softmax (fp32 max / sum /
+// accumulators). Windowed blocks read tokens straight from qkv; a key of the padding (outside H x W)
+// takes its k / v from qkv_bias[C:2C] / qkv_bias[2C:3C]; padded queries are computed but not stored.
+//   * attn_mma_kernel:  fp16 / bf16, hd in {64, 80}, sm_80+: mma.sync m16n8k16 for S = Q K^T and O = P V,
+//                       K/V double-buffered through cp.async, V B-fragments through ldmatrix.trans.
+//   * attn_simt_kernel: any dtype, hd <= 128: plain fp32 FMA, one warp per 4 queries, lane = key.
+#include <cmath>
+#include <string>
+#include <type_traits>
+
+#include "common.cuh"
+
+namespace samfast::cuda {
+namespace {
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+struct AttnParams {
+  const void* qkv;   // [B, H, W, 3*C]
+  const void* bias;  // [3*C]
+  const void* rel_h; // [Sh, Sh, hd]
+  const void* rel_w; // [Sw, Sw, hd]
+  void* out;         // [B, H, W, C]
+  int H, W, C, hd;
+  int Sh, Sw, N;     // window (or whole grid when global) is Sh x Sw tokens, N = Sh * Sw
+  int nWw, nW;       // windows per window-row, windows per image (1, 1 when global)
+  float scale;       // hd^-0.5
+};
+
+// Token index (b * H + gy) * W + gx of sequence element `idx` (< N) of window-batch z; valid = inside H x W.
+__device__ __forceinline__ int64_t token_index(const AttnParams& p, int z, int idx, bool& valid) {
+  const int b = z / p.nW, wi = z - b * p.nW;
+  const int wy = wi / p.nWw, wx = wi - wy * p.nWw;
+  const int ty = idx / p.Sw, tx = idx - ty * p.Sw;
+  const int gy = wy * p.Sh + ty, gx = wx * p.Sw + tx;
+  valid = gy < p.H && gx < p.W;
+  return (static_cast<int64_t>(b) * p.H + gy) * p.W + gx;
+}
+
+__device__ __forceinline__ float dot8(uint4 a, uint4 b, __half) {
+  const __half2* x = reinterpret_cast<const __half2*>(&a);
+  const __half2* y = reinterpret_cast<const __half2*>(&b);
+  float acc = 0.f;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 u = __half22float2(x[i]), v = __half22float2(y[i]);
+    acc = fmaf(u.x, v.x, fmaf(u.y, v.y, acc));
+  }
+  return acc;
+}
+__device__ __forceinline__ float dot8(uint4 a, uint4 b, __nv_bfloat16) {
+  const __nv_bfloat162* x = reinterpret_cast<const __nv_bfloat162*>(&a);
+  const __nv_bfloat162* y = reinterpret_cast<const __nv_bfloat162*>(&b);
+  float acc = 0.f;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 u = __bfloat1622float2(x[i]), v = __bfloat1622float2(y[i]);
+    acc = fmaf(u.x, v.x, fmaf(u.y, v.y, acc));
+  }
+  return acc;
+}
+
+// bias_s[qi * (Sh + Sw) + r] for the CTA's queries q0 + qi (qi < nq): r < Sh: q . rel_h[qy, r];
+// else q . rel_w[qx, r - Sh]. qs: the queries' vectors in shared memory (row stride qs_stride).
+// VEC: 16-byte loads (T is 16-bit, hd % 8 == 0, rel tables and qs rows 16-byte aligned).
+template <typename T, typename QT, bool VEC>
+__device__ void rel_bias_tile(const AttnParams& p, const QT* qs, int qs_stride, int q0, int nq, float* bias_s,
+                              int tid, int nthreads) {
+  const int SS = p.Sh + p.Sw;
+  const T* rh = static_cast<const T*>(p.rel_h);
+  const T* rw = static_cast<const T*>(p.rel_w);
+  for (int i = tid; i < nq * SS; i += nthreads) {
+    const int qi = i / SS, r = i - qi * SS, q = q0 + qi;
+    float acc = 0.f;
+    if (q < p.N) {  // q >= N has no (qy, qx) inside the tables
+      const int qy = q / p.Sw, qx = q - qy * p.Sw;
+      const T* row = r < p.Sh ? rh + (static_cast<int64_t>(qy) * p.Sh + r) * p.hd
+                              : rw + (static_cast<int64_t>(qx) * p.Sw + (r - p.Sh)) * p.hd;
+      const QT* qr = qs + qi * qs_stride;
+      if constexpr (VEC) {
+        for (int d = 0; d < p.hd; d += 8)
+          acc += dot8(*reinterpret_cast<const uint4*>(row + d), *reinterpret_cast<const uint4*>(qr + d), T{});
+      } else {
+        for (int d = 0; d < p.hd; ++d) acc = fmaf(to_f(row[d]), to_f(qr[d]), acc);
+      }
+    }
+    bias_s[i] = acc;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// SIMT fp32 path: 8 warps x 4 queries = 32 queries per CTA, key tiles of 32 (lane j = key k0 + j).
+// ------------------------------------------------------------------------------------------------
+constexpr int kSimtThreads = 256, kSimtQPW = 4, kSimtBQ = 32, kSimtBK = 32;
+
+size_t simt_smem_bytes(int hd, int SS) {
+  return sizeof(float) * (static_cast<size_t>(kSimtBQ) * hd + static_cast<size_t>(kSimtBK) * (hd + 1) +
+                          static_cast<size_t>(kSimtBK) * hd + static_cast<size_t>(kSimtBQ) * SS);
+}
+
+template <typename T, int DPL>  // DPL: head dims per lane (hd <= 32 * DPL)
+__global__ void __launch_bounds__(kSimtThreads) attn_simt_kernel(AttnParams p) {
+  extern __shared__ float smem[];
+  const int hd = p.hd, SS = p.Sh + p.Sw;
+  float* Qs = smem;                  // [BQ][hd]
+  float* Ks = Qs + kSimtBQ * hd;     // [BK][hd + 1] (odd stride: lane j reads row j conflict-free)
+  float* Vs = Ks + kSimtBK * (hd + 1);  // [BK][hd]
+  float* Bs = Vs + kSimtBK * hd;     // [BQ][Sh + Sw]
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int q0 = blockIdx.x * kSimtBQ, head = blockIdx.y, z = blockIdx.z;
+  const T* qkv = static_cast<const T*>(p.qkv);
+  const T* bias = static_cast<const T*>(p.bias);
+  const int64_t C = p.C, C3 = 3 * static_cast<int64_t>(p.C), hoff = static_cast<int64_t>(head) * hd;
+
+  for (int i = tid; i < kSimtBQ * hd; i += kSimtThreads) {
+    const int qi = i / hd, d = i - qi * hd, q = q0 + qi;
+    float v = 0.f;
+    if (q < p.N) {
+      bool valid;
+      const int64_t tok = token_index(p, z, q, valid);
+      v = to_f(valid ? qkv[tok * C3 + hoff + d] : bias[hoff + d]);
+    }
+    Qs[i] = v;
+  }
+  __syncthreads();
+  rel_bias_tile<T, float, false>(p, Qs, hd, q0, kSimtBQ, Bs, tid, kSimtThreads);
+
+  float o[kSimtQPW][DPL], m[kSimtQPW], l[kSimtQPW];
+#pragma unroll
+  for (int qi = 0; qi < kSimtQPW; ++qi) {
+    m[qi] = -INFINITY;
+    l[qi] = 0.f;
+#pragma unroll
+    for (int i = 0; i < DPL; ++i) o[qi][i] = 0.f;
+  }
+  const float sl2 = p.scale * kLog2e;
+  const float* qw = Qs + warp * kSimtQPW * hd;
+
+  for (int k0 = 0; k0 < p.N; k0 += kSimtBK) {
+    __syncthreads();  // previous tile fully consumed (first pass: Bs written)
+    for (int i = tid; i < kSimtBK * hd; i += kSimtThreads) {
+      const int j = i / hd, d = i - j * hd, key = k0 + j;
+      float kv = 0.f, vv = 0.f;  // keys >= N: zeros (masked below; P = 0 must not meet NaN in V)
+      if (key < p.N) {
+        bool valid;
+        const int64_t tok = token_index(p, z, key, valid);
+        const T* src = valid ? qkv + tok * C3 + C + hoff + d : bias + C + hoff + d;
+        kv = to_f(src[0]);
+        vv = to_f(src[C]);
+      }
+      Ks[j * (hd + 1) + d] = kv;
+      Vs[j * hd + d] = vv;
+    }
+    __syncthreads();
+
+    float s[kSimtQPW];
+#pragma unroll
+    for (int qi = 0; qi < kSimtQPW; ++qi) s[qi] = 0.f;
+    const float* kr = Ks + lane * (hd + 1);
+#pragma unroll 4
+    for (int d = 0; d < hd; ++d) {
+      const float kd = kr[d];
+#pragma unroll
+      for (int qi = 0; qi < kSimtQPW; ++qi) s[qi] = fmaf(qw[qi * hd + d], kd, s[qi]);
+    }
+    const int key = k0 + lane;
+    const bool kvalid = key < p.N;
+    int ky = 0, kx = 0;
+    if (kvalid) {
+      ky = key / p.Sw;
+      kx = key - ky * p.Sw;
+    }
+#pragma unroll
+    for (int qi = 0; qi < kSimtQPW; ++qi) {
+      const float* br = Bs + (warp * kSimtQPW + qi) * SS;
+      const float sv = kvalid ? fmaf(s[qi], sl2, (br[ky] + br[p.Sh + kx]) * kLog2e) : -INFINITY;
+      const float mn = fmaxf(m[qi], warp_max(sv));  // finite: lane 0's key k0 < N is valid
+      const float corr = exp2f(m[qi] - mn);         // first tile: exp2(-inf) = 0
+      const float pv = exp2f(sv - mn);              // masked keys: 0
+      l[qi] = l[qi] * corr + warp_sum(pv);
+      m[qi] = mn;
+#pragma unroll
+      for (int i = 0; i < DPL; ++i) o[qi][i] *= corr;
+      s[qi] = pv;
+    }
+#pragma unroll 4
+    for (int j = 0; j < kSimtBK; ++j) {
+      float vj[DPL];
+#pragma unroll
+      for (int i = 0; i < DPL; ++i) {
+        const int d = lane + 32 * i;
+        vj[i] = d < hd ? Vs[j * hd + d] : 0.f;
+      }
+#pragma unroll
+      for (int qi = 0; qi < kSimtQPW; ++qi) {
+        const float pj = __shfl_sync(0xffffffffu, s[qi], j);
+#pragma unroll
+        for (int i = 0; i < DPL; ++i) o[qi][i] = fmaf(pj, vj[i], o[qi][i]);
+      }
+    }
+  }
+
+  T* out = static_cast<T*>(p.out);
+#pragma unroll
+  for (int qi = 0; qi < kSimtQPW; ++qi) {
+    const int q = q0 + warp * kSimtQPW + qi;
+    if (q >= p.N) continue;
+    bool valid;
+    const int64_t tok = token_index(p, z, q, valid);
+    if (!valid) continue;  // padded query: writes nothing
+    const float inv = 1.f / l[qi];
+#pragma unroll
+    for (int i = 0; i < DPL; ++i) {
+      const int d = lane + 32 * i;
+      if (d < hd) out[tok * C + hoff + d] = from_f<T>(o[qi][i] * inv);
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Tensor-core path: 4 warps x 16 queries = 64 queries per CTA, key tiles of 64, HD in {64, 80}.
+// ------------------------------------------------------------------------------------------------
+constexpr int kMmaThreads = 128, kMmaBQ = 64, kMmaBK = 64;
+
+template <int HD> constexpr int mma_ld() { return HD + 8; }  // smem row stride (halves): conflict-free
+
+template <int HD> size_t mma_smem_bytes(int SS) {
+  return 2 * static_cast<size_t>(kMmaBQ + 4 * kMmaBK) * mma_ld<HD>() + sizeof(float) * kMmaBQ * SS;
+}
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_u32(dst)), "l"(src) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+__device__ __forceinline__ uint32_t ld32(const void* p) { return *static_cast<const uint32_t*>(p); }
+
+__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1, __half) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1,
+                                         __nv_bfloat16) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ uint32_t pack2(float lo, float hi, __half) {
+  __half2 h = __floats2half2_rn(lo, hi);  // .x (low 16 bits) = lo
+  return *reinterpret_cast<uint32_t*>(&h);
+}
+__device__ __forceinline__ uint32_t pack2(float lo, float hi, __nv_bfloat16) {
+  __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&h);
+}
+
+// K and V rows of keys [k0, k0 + BK) into Kb / Vb ([BK][LD]); keys >= N are zero-filled.
+template <typename T, int HD>
+__device__ __forceinline__ void load_kv_tile(const AttnParams& p, int z, int64_t hoff, int k0, T* Kb, T* Vb,
+                                             int tid) {
+  constexpr int CH = HD / 8, LD = mma_ld<HD>();
+  const T* qkv = static_cast<const T*>(p.qkv);
+  const T* bias = static_cast<const T*>(p.bias);
+  const int64_t C = p.C, C3 = 3 * static_cast<int64_t>(p.C);
+  for (int i = tid; i < kMmaBK * CH; i += kMmaThreads) {
+    const int r = i / CH, c = i - r * CH, key = k0 + r;
+    T* kd = Kb + r * LD + c * 8;
+    T* vd = Vb + r * LD + c * 8;
+    if (key < p.N) {
+      bool valid;
+      const int64_t tok = token_index(p, z, key, valid);
+      const T* ks = (valid ? qkv + tok * C3 : bias) + C + hoff + c * 8;  // v sits C further, in both
+      cp_async16(kd, ks);
+      cp_async16(vd, ks + C);
+    } else {
+      *reinterpret_cast<uint4*>(kd) = make_uint4(0, 0, 0, 0);
+      *reinterpret_cast<uint4*>(vd) = make_uint4(0, 0, 0, 0);
+    }
+  }
+}
+
+template <typename T, int HD>
+__global__ void __launch_bounds__(kMmaThreads) attn_mma_kernel(AttnParams p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  constexpr int LD = mma_ld<HD>(), KSTEPS = HD / 16, NTO = HD / 8, NTS = kMmaBK / 8, CH = HD / 8;
+  static_assert(HD % 16 == 0 && NTO % 2 == 0, "HD must be a multiple of 16");
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* Qs = reinterpret_cast<T*>(smem_raw);  // [BQ][LD]
+  T* Ks = Qs + kMmaBQ * LD;                // [2][BK][LD]
+  T* Vs = Ks + 2 * kMmaBK * LD;            // [2][BK][LD]
+  float* Bs = reinterpret_cast<float*>(Vs + 2 * kMmaBK * LD);  // [BQ][Sh + Sw]
+  const int SS = p.Sh + p.Sw;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t4 = lane & 3;
+  const int q0 = blockIdx.x * kMmaBQ, head = blockIdx.y, z = blockIdx.z;
+  const int64_t hoff = static_cast<int64_t>(head) * HD, C3 = 3 * static_cast<int64_t>(p.C);
+  const T* qkv = static_cast<const T*>(p.qkv);
+  const T* bias = static_cast<const T*>(p.bias);
+
+  // Q tile (queries >= N: zeros; padded queries: qkv_bias[:C], finite, never stored).
+  for (int i = tid; i < kMmaBQ * CH; i += kMmaThreads) {
+    const int r = i / CH, c = i - r * CH, q = q0 + r;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (q < p.N) {
+      bool valid;
+      const int64_t tok = token_index(p, z, q, valid);
+      v = *reinterpret_cast<const uint4*>((valid ? qkv + tok * C3 : bias) + hoff + c * 8);
+    }
+    *reinterpret_cast<uint4*>(Qs + r * LD + c * 8) = v;
+  }
+  __syncthreads();
+  rel_bias_tile<T, T, true>(p, Qs, LD, q0, kMmaBQ, Bs, tid, kMmaThreads);
+
+  // A fragments of this warp's 16 queries: a0 (g, 2t..), a1 (g+8, 2t..), a2 (g, 2t+8..), a3 (g+8, 2t+8..).
+  uint32_t qf[KSTEPS][4];
+  const T* qw = Qs + warp * 16 * LD;
+#pragma unroll
+  for (int ks = 0; ks < KSTEPS; ++ks) {
+    qf[ks][0] = ld32(qw + g * LD + ks * 16 + 2 * t4);
+    qf[ks][1] = ld32(qw + (g + 8) * LD + ks * 16 + 2 * t4);
+    qf[ks][2] = ld32(qw + g * LD + ks * 16 + 2 * t4 + 8);
+    qf[ks][3] = ld32(qw + (g + 8) * LD + ks * 16 + 2 * t4 + 8);
+  }
+
+  float o[NTO][4];
+#pragma unroll
+  for (int nt = 0; nt < NTO; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  const float sl2 = p.scale * kLog2e;
+  const float* brow[2] = {Bs + (warp * 16 + g) * SS, Bs + (warp * 16 + g + 8) * SS};
+  // ldmatrix.x4.trans row address: matrices (keys +0..7 | +8..15) x (dims nt*8 | nt*8+8).
+  const int ldm_row = lane & 15, ldm_col = (lane >> 4) * 8;
+
+  const int nkt = (p.N + kMmaBK - 1) / kMmaBK;
+  load_kv_tile<T, HD>(p, z, hoff, 0, Ks, Vs, tid);
+  cp_async_commit();
+  for (int kt = 0; kt < nkt; ++kt) {
+    if (kt + 1 < nkt) {  // prefetch the next tile into the other buffer (freed by the barrier ending kt-1)
+      load_kv_tile<T, HD>(p, z, hoff, (kt + 1) * kMmaBK, Ks + ((kt + 1) & 1) * kMmaBK * LD,
+                          Vs + ((kt + 1) & 1) * kMmaBK * LD, tid);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();  // tile kt (cp.async + zero stores of all threads) and Bs visible
+    const T* Kb = Ks + (kt & 1) * kMmaBK * LD;
+    const T* Vb = Vs + (kt & 1) * kMmaBK * LD;
+    const int k0 = kt * kMmaBK;
+
+    // S = Q K^T: B fragment b0 = K[key n*8+g][d ks*16+2t..], b1 = K[..][.. + 8].
+    float s[NTS][4];
+#pragma unroll
+    for (int nt = 0; nt < NTS; ++nt) {
+      s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+      const T* kr = Kb + (nt * 8 + g) * LD + 2 * t4;
+#pragma unroll
+      for (int ks = 0; ks < KSTEPS; ++ks) mma16816(s[nt], qf[ks], ld32(kr + ks * 16), ld32(kr + ks * 16 + 8), T{});
+    }
+
+    // Scale + rel-pos bias + mask, in log2 units. Element s[nt][2*hh + e]: row g + 8*hh,
+    // key k0 + nt*8 + 2*t4 + e; (ky, kx) advance incrementally (no division per element).
+    int key = k0 + 2 * t4;
+    int ky = key / p.Sw, kx = key - ky * p.Sw;
+    float mt[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int nt = 0; nt < NTS; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int kk = key + e;
+        int yy = ky, xx = kx + e;
+        if (xx >= p.Sw) { xx -= p.Sw; ++yy; }  // e <= 1 < Sw + 1: at most one wrap
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+          float v = -INFINITY;
+          if (kk < p.N) v = fmaf(s[nt][2 * hh + e], sl2, (brow[hh][yy] + brow[hh][p.Sh + xx]) * kLog2e);
+          s[nt][2 * hh + e] = v;
+          mt[hh] = fmaxf(mt[hh], v);
+        }
+      }
+      key += 8;
+      kx += 8;
+      while (kx >= p.Sw) { kx -= p.Sw; ++ky; }
+    }
+
+    // Online softmax: the 4 lanes of a quad share rows g and g + 8.
+    uint32_t pa[NTS / 2][4];
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+      mt[hh] = fmaxf(mt[hh], __shfl_xor_sync(0xffffffffu, mt[hh], 1));
+      mt[hh] = fmaxf(mt[hh], __shfl_xor_sync(0xffffffffu, mt[hh], 2));
+      const float mn = fmaxf(m[hh], mt[hh]);  // finite: key k0 < N is valid for every row
+      const float corr = exp2f(m[hh] - mn);
+      m[hh] = mn;
+      float rs = 0.f;
+#pragma unroll
+      for (int nt = 0; nt < NTS; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const float pv = exp2f(s[nt][2 * hh + e] - mn);
+          s[nt][2 * hh + e] = pv;
+          rs += pv;
+        }
+      }
+      l[hh] = l[hh] * corr + rs;  // per-lane partial sum; reduced over the quad at the end
+#pragma unroll
+      for (int nt = 0; nt < NTO; ++nt) {
+        o[nt][2 * hh] *= corr;
+        o[nt][2 * hh + 1] *= corr;
+      }
+    }
+    // P as A fragments (C layout of two adjacent n-tiles == A layout of one k-step of 16 keys).
+#pragma unroll
+    for (int kk = 0; kk < NTS / 2; ++kk) {
+      pa[kk][0] = pack2(s[2 * kk][0], s[2 * kk][1], T{});
+      pa[kk][1] = pack2(s[2 * kk][2], s[2 * kk][3], T{});
+      pa[kk][2] = pack2(s[2 * kk + 1][0], s[2 * kk + 1][1], T{});
+      pa[kk][3] = pack2(s[2 * kk + 1][2], s[2 * kk + 1][3], T{});
+    }
+    // O += P V: V B-fragments by ldmatrix.x4.trans (r0, r1: n-tile nt; r2, r3: n-tile nt + 1).
+#pragma unroll
+    for (int kk = 0; kk < NTS / 2; ++kk) {
+#pragma unroll
+      for (int nt = 0; nt < NTO; nt += 2) {
+        uint32_t r0, r1, r2, r3;
+        const uint32_t addr = smem_u32(Vb + (kk * 16 + ldm_row) * LD + nt * 8 + ldm_col);
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                     : "r"(addr));
+        mma16816(o[nt], pa[kk], r0, r1, T{});
+        mma16816(o[nt + 1], pa[kk], r2, r3, T{});
+      }
+    }
+    __syncthreads();  // all warps done with buffer kt & 1 before iteration kt + 1 prefetches into it
+  }
+
+  T* out = static_cast<T*>(p.out);
+#pragma unroll
+  for (int hh = 0; hh < 2; ++hh) {
+    float lt = l[hh];
+    lt += __shfl_xor_sync(0xffffffffu, lt, 1);
+    lt += __shfl_xor_sync(0xffffffffu, lt, 2);
+    const int q = q0 + warp * 16 + g + 8 * hh;
+    if (q >= p.N) continue;
+    bool valid;
+    const int64_t tok = token_index(p, z, q, valid);
+    if (!valid) continue;
+    const float inv = 1.f / lt;
+    T* orow = out + tok * p.C + hoff + 2 * t4;
+#pragma unroll
+    for (int nt = 0; nt < NTO; ++nt)
+      *reinterpret_cast<uint32_t*>(orow + nt * 8) = pack2(o[nt][2 * hh] * inv, o[nt][2 * hh + 1] * inv, T{});
+  }
+#else
+  __trap();  // never launched: the host picks this kernel only on sm_80+
+#endif
+}
+
+int device_cc_major() {
+  int dev = 0, major = 0;
+  check_call(cudaGetDevice(&dev), "rel_pos_attention");
+  check_call(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "rel_pos_attention");
+  return major;
+}
+
+size_t max_smem_optin() {
+  int dev = 0, v = 0;
+  check_call(cudaGetDevice(&dev), "rel_pos_attention");
+  check_call(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), "rel_pos_attention");
+  return static_cast<size_t>(v);
+}
+
+bool use_mma(int hd, int SS, Dt dt, const void* qkv, const void* bias, const void* rel_h, const void* rel_w,
+             const void* out) {
+  if (dt == Dt::F32 || (hd != 64 && hd != 80)) return false;
+  if (!aligned16(qkv) || !aligned16(bias) || !aligned16(rel_h) || !aligned16(rel_w) || !aligned16(out)) return false;
+  if (device_cc_major() < 8) return false;
+  const size_t need = hd == 64 ? mma_smem_bytes<64>(SS) : mma_smem_bytes<80>(SS);
+  return need <= max_smem_optin();
+}
+
+}  // namespace
+
+const char* rel_pos_attention_path(int64_t H, int64_t W, int64_t C, int num_heads, int window_size, Dt dt,
+                                   const void* qkv, const void* qkv_bias, const void* rel_h, const void* rel_w,
+                                   const void* out) {
+  const int hd = static_cast<int>(C / num_heads);
+  const int64_t SS = window_size > 0 ? 2 * window_size : H + W;
+  return use_mma(hd, static_cast<int>(SS), dt, qkv, qkv_bias, rel_h, rel_w, out) ? "mma" : "simt";
+}
+
+void rel_pos_attention(const void* qkv, const void* qkv_bias, const void* rel_h, const void* rel_w, void* out,
+                       int64_t B, int64_t H, int64_t W, int64_t C, int num_heads, int window_size, Dt dt,
+                       void* stream) {
+  if (B == 0 || H == 0 || W == 0 || C == 0) return;
+  AttnParams p{};
+  p.qkv = qkv; p.bias = qkv_bias; p.rel_h = rel_h; p.rel_w = rel_w; p.out = out;
+  p.H = static_cast<int>(H); p.W = static_cast<int>(W); p.C = static_cast<int>(C);
+  p.hd = static_cast<int>(C / num_heads);
+  int64_t nWh = 1, nWw = 1;
+  if (window_size > 0) {
+    p.Sh = p.Sw = window_size;
+    nWh = (H + window_size - 1) / window_size;
+    nWw = (W + window_size - 1) / window_size;
+  } else {
+    p.Sh = p.H;
+    p.Sw = p.W;
+  }
+  const int64_t N = static_cast<int64_t>(p.Sh) * p.Sw, Bn = B * nWh * nWw;
+  if (N > (1 << 30) || Bn > 65535 || num_heads > 65535 || B * H * W * 3 * C > (int64_t(1) << 62))
+    throw std::runtime_error("samfast CUDA rel_pos_attention: problem too large for one launch");
+  p.N = static_cast<int>(N);
+  p.nWw = static_cast<int>(nWw);
+  p.nW = static_cast<int>(nWh * nWw);
+  p.scale = 1.0f / std::sqrt(static_cast<float>(p.hd));
+  const int SS = p.Sh + p.Sw;
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+
+  if (use_mma(p.hd, SS, dt, qkv, qkv_bias, rel_h, rel_w, out)) {
+    const dim3 grid(ceil_div_u(N, kMmaBQ), static_cast<unsigned>(num_heads), static_cast<unsigned>(Bn));
+    auto launch = [&](auto tag, auto hd_tag) {
+      using T = decltype(tag);
+      constexpr int HD = decltype(hd_tag)::value;
+      const size_t smem = mma_smem_bytes<HD>(SS);
+      set_smem(attn_mma_kernel<T, HD>, smem, "rel_pos_attention");
+      attn_mma_kernel<T, HD><<<grid, kMmaThreads, smem, st>>>(p);
+    };
+    using I64 = std::integral_constant<int, 64>;
+    using I80 = std::integral_constant<int, 80>;
+    if (dt == Dt::F16) { if (p.hd == 64) launch(__half{}, I64{}); else launch(__half{}, I80{}); }
+    else { if (p.hd == 64) launch(__nv_bfloat16{}, I64{}); else launch(__nv_bfloat16{}, I80{}); }
+    check_launch("rel_pos_attention (mma)");
+    return;
+  }
+  if (p.hd > 128)
+    throw std::runtime_error("samfast CUDA rel_pos_attention: head_dim " + std::to_string(p.hd) +
+                             " > 128 is not supported");
+  const dim3 grid(ceil_div_u(N, kSimtBQ), static_cast<unsigned>(num_heads), static_cast<unsigned>(Bn));
+  const size_t smem = simt_smem_bytes(p.hd, SS);
+  dispatch_dt(dt, [&](auto tag) {
+    using T = decltype(tag);
+    auto run = [&](auto kernel) {
+      set_smem(kernel, smem, "rel_pos_attention");
+      kernel<<<grid, kSimtThreads, smem, st>>>(p);
+    };
+    if (p.hd <= 32) run(attn_simt_kernel<T, 1>);
+    else if (p.hd <= 64) run(attn_simt_kernel<T, 2>);
+    else if (p.hd <= 96) run(attn_simt_kernel<T, 3>);
+    else run(attn_simt_kernel<T, 4>);
+  });
+  check_launch("rel_pos_attention (simt)");
+}
+
+}  // namespace samfast::cuda

@@ -1,0 +1,45 @@
+"""Friendlier entry points: `samfast.load(...)`."""
+from __future__ import annotations
+
+import os
+from typing import Mapping, Optional, Union
+
+import torch
+
+from .build_sam import CONFIGS, SamConfig, build_sam_from_config, infer_config, load_state_dict
+from .modeling import Sam
+
+
+def load(
+    arch: str = "auto",
+    checkpoint: Optional[Union[str, os.PathLike, Mapping]] = None,
+    device: Union[str, torch.device] = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> Sam:
+    """Build a SAM model, load weights, move it to `device` and set its compute `dtype`.
+
+    arch: "vit_b" | "vit_l" | "vit_h" | "default" | "auto" (read from the checkpoint) or a SamConfig.
+    checkpoint: path to .pth/.safetensors, a state_dict, or None (random weights, for benchmarks).
+    dtype: float32, bfloat16 or float16 for the image encoder and mask decoder; the prompt encoder
+      and all outputs stay float32.
+    """
+    state = None
+    if checkpoint is not None:
+        state = checkpoint if isinstance(checkpoint, Mapping) else load_state_dict(checkpoint)
+    if isinstance(arch, SamConfig):
+        cfg = arch
+    elif arch == "auto":
+        if state is None:
+            raise ValueError("arch='auto' needs a checkpoint to read the architecture from")
+        cfg = infer_config(state)
+    elif arch in CONFIGS:
+        cfg = CONFIGS[arch]
+    else:
+        raise ValueError(f"arch must be one of {sorted(CONFIGS)} or 'auto', got {arch!r}")
+    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise TypeError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype}")
+    model = build_sam_from_config(cfg, state)
+    model.to(device=device)
+    model.image_encoder.to(dtype)
+    model.mask_decoder.to(dtype)
+    return model.eval()
