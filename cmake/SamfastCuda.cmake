@@ -27,7 +27,9 @@ if(SAMFAST_CUDA_ENABLED)
   find_package(CUDAToolkit REQUIRED)
   file(GLOB SAMFAST_CUDA_SOURCES CONFIGURE_DEPENDS csrc/cuda/*.cu csrc/cuda/*.cpp)
   target_sources(_C PRIVATE ${SAMFAST_CUDA_SOURCES})
-  set_target_properties(_C PROPERTIES CUDA_STANDARD 17 CUDA_RUNTIME_LIBRARY Static)
+  # _C exists before enable_language(CUDA), so it did not pick CMAKE_CUDA_ARCHITECTURES up itself.
+  set_target_properties(_C PROPERTIES CUDA_STANDARD 17 CUDA_RUNTIME_LIBRARY Static
+                                      CUDA_ARCHITECTURES "${CMAKE_CUDA_ARCHITECTURES}")
   target_compile_definitions(_C PRIVATE SAMFAST_WITH_CUDA=1)
   target_compile_options(_C PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-O3 --use_fast_math -lineinfo --expt-relaxed-constexpr>)
   # cudart is linked statically so `import samfast._C` works on machines without a GPU driver.
