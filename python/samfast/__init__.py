@@ -19,6 +19,7 @@ from .build_sam import (
 )
 from .ops import get_backend, set_backend
 from .predictor import SamPredictor
+from .session import Session, Detection
 
 __version__ = "0.1.0"
 

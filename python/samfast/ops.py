@@ -346,4 +346,67 @@ def postprocess_masks(
     return postprocess_masks_reference(masks, img_size, (ih, iw), (oh, ow), threshold)
 
 
+# --------------------------------------------------------------------------------------------
+# hypernetwork MLPs: one 3-layer MLP per mask token, all tokens in one launch
+# --------------------------------------------------------------------------------------------
+
+
+def hypernet_mlps_reference(
+    tokens: Tensor, w0: Tensor, b0: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor
+) -> Tensor:
+    """segment_anything's `output_hypernetworks_mlps` stacked: for each mask token m,
+    relu(relu(x @ w0[m]^T + b0[m]) @ w1[m]^T + b1[m]) @ w2[m]^T + b2[m] (nn.Linear weights [out, in]).
+
+    tokens: [B, M, C], w0/w1: [M, C, C], b0/b1: [M, C], w2: [M, C2, C], b2: [M, C2]. Returns [B, M, C2]."""
+    x = torch.relu(torch.einsum("bmi,moi->bmo", tokens, w0) + b0)
+    x = torch.relu(torch.einsum("bmi,moi->bmo", x, w1) + b1)
+    return torch.einsum("bmi,moi->bmo", x, w2) + b2
+
+
+def _check_hypernet_args(tokens, w0, b0, w1, b1, w2, b2) -> None:
+    _check(isinstance(tokens, Tensor) and tokens.dim() == 3, ValueError,
+           f"tokens: expected [B, M, C], got {_shape(tokens)}")
+    B, M, C = tokens.shape
+    for name, t in (("w0", w0), ("w1", w1)):
+        _check(tuple(t.shape) == (M, C, C), ValueError, f"{name}: expected [{M}, {C}, {C}], got {_shape(t)}")
+    for name, t in (("b0", b0), ("b1", b1)):
+        _check(tuple(t.shape) == (M, C), ValueError, f"{name}: expected [{M}, {C}], got {_shape(t)}")
+    _check(w2.dim() == 3 and w2.shape[0] == M and w2.shape[2] == C, ValueError,
+           f"w2: expected [{M}, C2, {C}], got {_shape(w2)}")
+    C2 = w2.shape[1]
+    _check(tuple(b2.shape) == (M, C2), ValueError, f"b2: expected [{M}, {C2}], got {_shape(b2)}")
+    for name, t in (("w0", w0), ("b0", b0), ("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2)):
+        _check(t.dtype == tokens.dtype, TypeError, f"{name}: dtype {t.dtype} differs from tokens' {tokens.dtype}")
+        _check(t.device == tokens.device, ValueError, f"{name}: on {t.device}, tokens on {tokens.device}")
+
+
+@torch.library.custom_op("samfast::hypernet_mlps", mutates_args=())
+def _hypernet_mlps_op(
+    tokens: Tensor, w0: Tensor, b0: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor
+) -> Tensor:
+    B, M, _ = tokens.shape
+    out = tokens.new_empty((B, M, w2.shape[1]))
+    if tokens.is_cuda:
+        refs = [tensor_ref(t) for t in (tokens, w0, b0, w1, b1, w2, b2, out)]
+        _C.hypernet_mlps_cuda(*refs, cuda_stream(tokens))
+    else:  # no CPU kernel: the reference is already a few batched GEMMs
+        out.copy_(hypernet_mlps_reference(tokens, w0, b0, w1, b1, w2, b2))
+    return out
+
+
+@_hypernet_mlps_op.register_fake
+def _(tokens, w0, b0, w1, b1, w2, b2):
+    B, M, _ = tokens.shape
+    return tokens.new_empty((B, M, w2.shape[1]))
+
+
+def hypernet_mlps(tokens, w0, b0, w1, b1, w2, b2) -> Tensor:
+    """All mask tokens' hypernetwork MLPs at once; see `hypernet_mlps_reference` for shapes."""
+    _check_hypernet_args(tokens, w0, b0, w1, b1, w2, b2)
+    if use_kernel("hypernet_mlps", tokens):
+        args = [t.contiguous() for t in (tokens, w0, b0, w1, b1, w2, b2)]
+        return _hypernet_mlps_op(*args)
+    return hypernet_mlps_reference(tokens, w0, b0, w1, b1, w2, b2)
+
+
 # ---- new op sections go above this line (keep this anchor) ----

@@ -4,6 +4,8 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
+from . import ops
+from .fast_decoder import FastMaskDecoder
 from .modeling import Sam
 from .utils.transforms import ResizeLongestSide
 
@@ -26,6 +28,7 @@ class SamPredictor:
             raise TypeError(f"sam_model: expected a samfast Sam model, got {type(sam_model).__name__}")
         self.model = sam_model
         self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
+        self._fast_decoder = FastMaskDecoder(sam_model)
         self.reset_image()
 
     # ------------------------------------------------------------------ image
@@ -83,6 +86,7 @@ class SamPredictor:
     def reset_image(self) -> None:
         self.is_image_set = False
         self.features = None
+        self._decoder_cache = None
         self.original_size = None
         self.input_size = None
         self.orig_h = self.orig_w = self.input_h = self.input_w = None
@@ -148,17 +152,24 @@ class SamPredictor:
         self._check_torch_prompts(point_coords, point_labels, boxes, mask_input)
         points = (point_coords, point_labels) if point_coords is not None else None
         model = self.model
-        sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
         dt = model.dtype
-        low_res, iou = model.mask_decoder(
-            image_embeddings=self.features.to(dt),
-            image_pe=model.prompt_encoder.get_dense_pe().to(dt),
-            sparse_prompt_embeddings=sparse.to(dt),
-            dense_prompt_embeddings=dense.to(dt),
-            multimask_output=multimask_output,
-        )
+        if ops.get_backend() == "kernels":
+            # fast path: per-image cache + folded projections + fused mask head (same math)
+            sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+            if self._decoder_cache is None:
+                self._decoder_cache = self._fast_decoder.prepare(self.features)
+            low_res, iou = self._fast_decoder(self._decoder_cache, sparse,
+                                              dense if mask_input is not None else None, multimask_output)
+        else:
+            sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+            low_res, iou = model.mask_decoder(
+                image_embeddings=self.features.to(dt),
+                image_pe=model.prompt_encoder.get_dense_pe().to(dt),
+                sparse_prompt_embeddings=sparse.to(dt),
+                dense_prompt_embeddings=dense.to(dt),
+                multimask_output=multimask_output,
+            )
         low_res, iou = low_res.float(), iou.float()
-        from . import ops
 
         masks = ops.postprocess_masks(low_res, model.image_encoder.img_size, self.input_size, self.original_size,
                                       None if return_logits else model.mask_threshold)

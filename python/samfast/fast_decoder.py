@@ -1,0 +1,164 @@
+"""Fast mask-decoder path: per-image caching + projection folding, same math as `MaskDecoder`.
+
+What is cached per image (`FastMaskDecoder.prepare`), valid for every prompt without a mask input:
+  X0 = image_embedding + no_mask_embed  [N, C]  (N = h*w image tokens), P = dense PE [N, C],
+  and layer 0's image-side projections, which see only image-side inputs:
+  k_proj(X0 + P), v_proj(X0) of token->image attention and q_proj(X0 + P) of image->token attention.
+
+For the later attentions, whose image side changes per prompt, the projections are folded into
+the token side (tokens T << channels C):
+  token->image: softmax_n(q_h . (Wk_h K_n + bk_h)) = softmax_n((Wk_h^T q_h) . K_n)  (q.bk cancels),
+                sum_n p_n (Wv_h X_n + bv_h) = Wv_h (sum_n p_n X_n) + bv_h            (rows of p sum to 1)
+  image->token: (Wq_h K_n + bq_h) . k_t = K_n . (Wq_h^T k_t) + bq_h . k_t,
+                out_proj(sum_t p_t v_t) = sum_h sum_t p_ht (Wo_h v_ht) + bo
+so each image-side product is [N, C] x [C, heads*T] instead of [N, C] x [C, C/2].
+The mask head (upscaling + hypernetwork dot) runs through the fused `ops.mask_head` kernel.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import ops
+from .modeling import Sam
+from .modeling.transformer import Attention
+
+
+@dataclass
+class DecoderCache:
+    """Per-image, prompt-independent decoder state (see module docstring). Shapes for N = h*w."""
+
+    x0: Tensor  # [1, N, C] image_embedding + no_mask_embed
+    pe: Tensor  # [1, N, C] dense positional encoding
+    k0: Tensor  # [N, Ci] layer-0 token->image k_proj(x0 + pe)
+    v0: Tensor  # [N, Ci] layer-0 token->image v_proj(x0)
+    q0: Tensor  # [N, Ci] layer-0 image->token q_proj(x0 + pe)
+    hw: Tuple[int, int]
+    features: Tensor  # the embedding this cache was built from [1, C, h, w]
+
+
+def _t2i(attn: Attention, q_tok: Tensor, k_img: Tensor, v_img: Tensor,
+         cached: Optional[Tuple[Tensor, Tensor]] = None) -> Tensor:
+    """Token->image attention. q_tok [B, T, C]; k_img, v_img [B|1, N, C] -> [B, T, C]."""
+    B, T, C = q_tok.shape
+    H, di = attn.num_heads, attn.internal_dim
+    dh = di // H
+    qh = F.linear(q_tok, attn.q_proj.weight, attn.q_proj.bias).view(B, T, H, dh)
+    if cached is not None:  # projections of the image side precomputed: [N, di]
+        kp, vp = cached
+        N = kp.shape[0]
+        s = qh.permute(0, 2, 1, 3) @ kp.view(N, H, dh).permute(1, 2, 0)  # [B, H, T, N]
+        p = torch.softmax(s * (1.0 / math.sqrt(dh)), dim=-1)
+        out = (p @ vp.view(N, H, dh).permute(1, 0, 2)).permute(0, 2, 1, 3).reshape(B, T, di)
+    else:
+        wk = attn.k_proj.weight.view(H, dh, C)
+        u = torch.einsum("bthd,hdc->bhtc", qh, wk).reshape(B, H * T, C) * (1.0 / math.sqrt(dh))
+        s = u @ k_img.transpose(1, 2)  # [B, H*T, N]
+        p = torch.softmax(s, dim=-1)
+        z = (p @ v_img).view(B, H, T, C)  # [B, H, T, C]
+        wv = attn.v_proj.weight.view(H, dh, C)
+        out = torch.einsum("bhtc,hdc->bthd", z, wv).reshape(B, T, di) + attn.v_proj.bias
+    return F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
+
+
+def _i2t(attn: Attention, q_img: Tensor, k_tok: Tensor, v_tok: Tensor, cached_q: Optional[Tensor] = None) -> Tensor:
+    """Image->token attention. q_img [B|1, N, C]; k_tok, v_tok [B, T, C] -> [B, N, C] (before residual)."""
+    B, T, C = k_tok.shape
+    H, di = attn.num_heads, attn.internal_dim
+    dh = di // H
+    scale = 1.0 / math.sqrt(dh)
+    kh = F.linear(k_tok, attn.k_proj.weight, attn.k_proj.bias).view(B, T, H, dh)
+    vh = F.linear(v_tok, attn.v_proj.weight, attn.v_proj.bias).view(B, T, H, dh)
+    if cached_q is not None:  # [N, di]
+        N = cached_q.shape[0]
+        s = cached_q.view(N, H, dh).permute(1, 0, 2) @ kh.permute(0, 2, 3, 1)  # [B, H, N, T]
+        s = s.permute(0, 2, 1, 3) * scale  # [B, N, H, T]
+    else:
+        N = q_img.shape[1]
+        wq = attn.q_proj.weight.view(H, dh, C)
+        u = torch.einsum("bthd,hdc->bcht", kh, wq).reshape(B, C, H * T) * scale
+        c = torch.einsum("hd,bthd->bht", attn.q_proj.bias.view(H, dh), kh).reshape(B, 1, H * T) * scale
+        s = torch.baddbmm(c, q_img.expand(B, -1, -1), u).view(B, N, H, T)
+    p = torch.softmax(s, dim=-1).reshape(B, N, H * T)
+    wo = attn.out_proj.weight.view(C, H, dh)
+    r = torch.einsum("bthd,chd->bhtc", vh, wo).reshape(B, H * T, C)
+    return torch.baddbmm(attn.out_proj.bias.expand(B, 1, C), p, r)
+
+
+class FastMaskDecoder:
+    """Drop-in for `sam.mask_decoder(...)` given a per-image `DecoderCache`."""
+
+    def __init__(self, sam: Sam) -> None:
+        self.sam = sam
+        self.dec = sam.mask_decoder
+        self.tr = sam.mask_decoder.transformer
+
+    @torch.no_grad()
+    def prepare(self, features: Tensor) -> DecoderCache:
+        """features: 1xCxhxw image embedding -> cache for all mask-free prompts on this image."""
+        dec, tr, pe_mod = self.dec, self.tr, self.sam.prompt_encoder
+        dt = dec.iou_token.weight.dtype
+        _, C, h, w = features.shape
+        pe = pe_mod.get_dense_pe().to(dt).flatten(2).transpose(1, 2)  # [1, N, C]
+        x0 = (features.to(dt) + pe_mod.no_mask_embed.weight.to(dt).view(1, C, 1, 1)).flatten(2).transpose(1, 2)
+        layer0 = tr.layers[0]
+        kin = (x0 + pe)[0]
+        a, b = layer0.cross_attn_token_to_image, layer0.cross_attn_image_to_token
+        k0 = F.linear(kin, a.k_proj.weight, a.k_proj.bias)
+        v0 = F.linear(x0[0], a.v_proj.weight, a.v_proj.bias)
+        q0 = F.linear(kin, b.q_proj.weight, b.q_proj.bias)
+        return DecoderCache(x0.contiguous(), pe.contiguous(), k0, v0, q0, (h, w), features)
+
+    @torch.no_grad()
+    def __call__(self, cache: DecoderCache, sparse: Tensor, dense: Optional[Tensor],
+                 multimask_output: bool) -> Tuple[Tensor, Tensor]:
+        """sparse [B, Nt, C]; dense [B, C, h, w] or None (no mask prompt) -> (low_res [B, K, 4h, 4w], iou [B, K])."""
+        dec, tr = self.dec, self.tr
+        dt = dec.iou_token.weight.dtype
+        sparse = sparse.to(dt)
+        B = sparse.shape[0]
+        out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
+        tokens = torch.cat([out_tokens.unsqueeze(0).expand(B, -1, -1), sparse], dim=1)  # [B, T, C]
+        pe = cache.pe
+        if dense is None:
+            x = cache.x0  # [1, N, C], shared by the batch
+            cached = True
+        else:
+            C = cache.x0.shape[-1]
+            x = cache.features.to(dt).flatten(2).transpose(1, 2) + dense.to(dt).flatten(2).transpose(1, 2)
+            cached = False
+        queries = tokens
+        for i, layer in enumerate(tr.layers):
+            # self-attention on tokens
+            if layer.skip_first_layer_pe:
+                queries = layer.self_attn(q=queries, k=queries, v=queries)
+            else:
+                q = queries + tokens
+                queries = queries + layer.self_attn(q=q, k=q, v=queries)
+            queries = layer.norm1(queries)
+            use_cache = cached and i == 0
+            k_img = None if use_cache else x + pe
+            att = layer.cross_attn_token_to_image
+            queries = layer.norm2(queries + _t2i(att, queries + tokens, k_img, x,
+                                                 (cache.k0, cache.v0) if use_cache else None))
+            queries = layer.norm3(queries + layer.mlp(queries))
+            i2t = _i2t(layer.cross_attn_image_to_token, k_img, queries + tokens, queries,
+                       cache.q0 if use_cache else None)
+            x = layer.norm4(x + i2t)
+        att = tr.final_attn_token_to_image
+        queries = tr.norm_final_attn(queries + _t2i(att, queries + tokens, x + pe, x))
+        iou_pred = dec.iou_prediction_head(queries[:, 0, :])
+        sl = slice(1, None) if multimask_output else slice(0, 1)
+        mlps = list(dec.output_hypernetworks_mlps)[sl]
+        mask_tokens = queries[:, 1 : 1 + dec.num_mask_tokens, :][:, sl]
+        hyper_in = torch.stack([mlp(mask_tokens[:, j, :]) for j, mlp in enumerate(mlps)], dim=1)
+        up = dec.output_upscaling
+        h, w = cache.hw
+        masks = ops.mask_head(x.reshape(B, h, w, -1), up[0].weight, up[0].bias, up[1].weight, up[1].bias,
+                              up[3].weight, up[3].bias, hyper_in)
+        return masks, iou_pred[:, sl]
