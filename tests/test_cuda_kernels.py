@@ -5,6 +5,7 @@ never passed. Errors are norm-relative: ||out - ref64|| / ||ref64||. fp32 kernel
 fp16 / bf16 kernels within a small multiple of the error of the same-dtype PyTorch reference.
 """
 import math
+import os
 
 import pytest
 import torch
@@ -22,6 +23,8 @@ pytestmark = [
 
 DEV = "cuda"
 LOW = [torch.bfloat16, torch.float16]
+# SAMFAST_CUDA_TEST_QUICK=1 drops the full-size (SAM) cases: for runs under compute-sanitizer.
+QUICK = os.environ.get("SAMFAST_CUDA_TEST_QUICK") == "1"
 
 
 def rel(out, ref):
@@ -30,10 +33,10 @@ def rel(out, ref):
     return float((out - ref).norm() / ref.norm().clamp_min(1e-30))
 
 
-def check_low(out, ref_same_dtype, ref64, factor=3.0, floor=2e-3):
-    """Kernel error (vs float64) within `factor` x the same-dtype PyTorch reference's error."""
+def check_low(out, ref_same_dtype, ref64, factor=3.0):
+    """Kernel error (vs float64) within `factor` x the same-dtype PyTorch reference's error (+ 1e-4)."""
     e_k, e_r = rel(out, ref64), rel(ref_same_dtype, ref64)
-    assert e_k <= factor * e_r + floor * 0.1 or e_k <= floor, f"kernel err {e_k:.3g} vs reference err {e_r:.3g}"
+    assert e_k <= factor * e_r + 1e-4, f"kernel err {e_k:.3g} vs same-dtype reference err {e_r:.3g}"
 
 
 def gen(seed):
@@ -86,6 +89,8 @@ ATTN_SAM = [
     (1, 64, 64, 2, 64, 0),   # global
     (1, 64, 64, 2, 80, 0),
 ]
+if QUICK:
+    ATTN_SAM = ATTN_SAM[:2]  # windowed only: the global 4096-token cases are slow under the sanitizers
 
 
 def attn_inputs(B, H, W, heads, hd, ws, seed=0):
@@ -195,7 +200,8 @@ def test_attention_bad_inputs():
 # ------------------------------------------------------------------------------------------------
 
 # (B, h, w, C, M)
-MH_SHAPES = [(1, 5, 7, 256, 1), (2, 3, 9, 256, 3), (3, 4, 4, 24, 2), (1, 64, 64, 256, 4), (2, 1, 17, 40, 5)]
+MH_SHAPES = [(1, 5, 7, 256, 1), (2, 3, 9, 256, 3), (3, 4, 4, 24, 2), (2, 1, 17, 40, 5)] + (
+    [] if QUICK else [(1, 64, 64, 256, 4)])
 
 
 def mh_inputs(B, h, w, C, M, seed=0):
@@ -295,7 +301,7 @@ def test_hypernet_bad_inputs():
 
 # (B, M, h, w, img_size, (input_h, input_w), (H0, W0))
 PP_CASES = [
-    (1, 3, 256, 256, 1024, (683, 1024), (1500, 2250)),  # SAM: landscape photo
+    (1, 3, 256, 256, 1024, (683, 1024), (1500, 2250) if not QUICK else (300, 450)),  # SAM: landscape photo
     (1, 1, 256, 256, 1024, (1024, 768), (1024, 768)),   # portrait, no final resize
     (2, 1, 17, 23, 100, (61, 100), (37, 150)),          # odd sizes, down + up
     (1, 2, 8, 8, 8, (8, 8), (5, 3)),                     # identity first step

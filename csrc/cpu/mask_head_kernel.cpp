@@ -266,7 +266,7 @@ void mask_head_impl(const MaskHeadArgs& a, const Packed& pk, const float* hyper_
     buf.t.alloc(kTile * pk.N1p);
     if (pk.N1p != 4 * pk.C1) buf.t2.alloc(4 * kTile * pk.C1);
     buf.u.alloc(4 * kTile * pk.N2p);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
     for (int64_t t = 0; t < total; ++t) {
       const int64_t b = t / ntile, q0 = (t % ntile) * kTile, P = std::min(kTile, hw - q0);
       const float* A;

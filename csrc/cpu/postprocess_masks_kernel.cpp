@@ -14,10 +14,6 @@
 #include "cpu/cpu_features.h"
 #include "cpu/mask_simd.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 namespace samfast::cpu {
 namespace {
 
@@ -210,21 +206,19 @@ void postprocess_masks_cpu(const PostprocessArgs& a) {
   const AxisTaps tx = compose_taps(w, a.img_size, a.input_w, W0);
   const bool avx2 = use_avx2();
   const XBlocks xb = avx2 ? make_xblocks(tx, W0) : XBlocks{};
-  const int64_t total = planes * H0;
+  // Output rows (over all planes) in chunks of kChunk, scheduled dynamically: robust when a thread
+  // is descheduled, and each chunk re-computes only the few x-interpolated rows it starts with.
+  const int64_t total = planes * H0, kChunk = 32, nchunks = (total + kChunk - 1) / kChunk;
 #pragma omp parallel
   {
-    int64_t nt = 1, tid = 0;
-#ifdef _OPENMP
-    nt = omp_get_num_threads();
-    tid = omp_get_thread_num();
-#endif
-    const int64_t r0 = total * tid / nt, r1 = total * (tid + 1) / nt;
     RowCache cache;
     cache.init(W0);
     AlignedFloats lowrow, tmp;
     lowrow.alloc(w + 16);  // zero padded for the 8-wide window loads
     tmp.alloc(W0 + 16);
-    for (int64_t r = r0; r < r1; ++r) {
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t chunk = 0; chunk < nchunks; ++chunk)
+    for (int64_t r = chunk * kChunk; r < std::min(total, (chunk + 1) * kChunk); ++r) {
       const int64_t plane = r / H0, Y = r % H0;
       const int n = ty.n[Y];
       const float* rows[kTaps];

@@ -19,6 +19,8 @@ from .build_sam import (
 )
 from .ops import get_backend, set_backend
 from .predictor import SamPredictor
+from .automatic_mask_generator import SamAutomaticMaskGenerator
+from .onnx import export_onnx  # noqa: F401  (lazy: needs the onnx package only when called)
 from .session import Session, Detection
 
 __version__ = "0.1.0"
