@@ -19,7 +19,10 @@ namespace samfast::cpu {
 namespace {
 
 constexpr int64_t kNR = 16;    // panel width: two 8-float vectors
-constexpr int64_t kTile = 24;  // pixels per tile (4 register tiles of 6 rows)
+#ifndef SAMFAST_MH_TILE
+#define SAMFAST_MH_TILE 24
+#endif
+constexpr int64_t kTile = SAMFAST_MH_TILE;  // pixels per tile (4 register tiles of 6 rows)
 
 struct Packed {
   int64_t C, C1, C2, N1p, N2p;

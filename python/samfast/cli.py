@@ -302,6 +302,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _run(fn) -> int:
+    import warnings
+
+    # PIL-resized images are read-only numpy views; torch warns once about that (harmless here)
+    warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
     debug = os.environ.get("SAMFAST_DEBUG", "") not in ("", "0")
     try:
         from .build_sam import CheckpointError

@@ -23,12 +23,16 @@ def _as_array(x, name: str, dtype=np.float64) -> np.ndarray:
 class SamPredictor:
     """Same interface as segment_anything.SamPredictor."""
 
-    def __init__(self, sam_model: Sam) -> None:
+    def __init__(self, sam_model: Sam, cuda_graphs: bool = False) -> None:
+        """cuda_graphs: on a CUDA model, run prompt encoding + decoder + post-processing of
+        mask-free prompts as one captured CUDA graph per prompt shape (see cuda_graph_decoder)."""
         if not isinstance(sam_model, Sam):
             raise TypeError(f"sam_model: expected a samfast Sam model, got {type(sam_model).__name__}")
         self.model = sam_model
         self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
         self._fast_decoder = FastMaskDecoder(sam_model)
+        self.cuda_graphs = bool(cuda_graphs)
+        self._graph_decoder = None
         self.reset_image()
 
     # ------------------------------------------------------------------ image
@@ -153,6 +157,17 @@ class SamPredictor:
         points = (point_coords, point_labels) if point_coords is not None else None
         model = self.model
         dt = model.dtype
+        threshold = None if return_logits else model.mask_threshold
+        if self.cuda_graphs and mask_input is None and self.device.type == "cuda" and ops.get_backend() == "kernels":
+            if self._graph_decoder is None:
+                from .cuda_graph_decoder import CudaGraphDecoder
+
+                self._graph_decoder = CudaGraphDecoder(self)
+            if self._decoder_cache is None:
+                self._decoder_cache = self._fast_decoder.prepare(self.features)
+                self._graph_decoder.load_cache(self._decoder_cache)
+            return self._graph_decoder(point_coords, point_labels, boxes, multimask_output, self.input_size,
+                                       self.original_size, threshold)
         if ops.get_backend() == "kernels":
             # fast path: per-image cache + folded projections + fused mask head (same math)
             sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
@@ -172,7 +187,7 @@ class SamPredictor:
         low_res, iou = low_res.float(), iou.float()
 
         masks = ops.postprocess_masks(low_res, model.image_encoder.img_size, self.input_size, self.original_size,
-                                      None if return_logits else model.mask_threshold)
+                                      threshold)
         return masks, iou, low_res
 
     def _check_torch_prompts(self, point_coords, point_labels, boxes, mask_input) -> None:

@@ -8,7 +8,6 @@ zero-padded tokens become after the linear), so no partition/pad copies are made
 from typing import Dict, Optional, Tuple, Type
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
@@ -138,7 +137,8 @@ class Attention(nn.Module):
         if not self.use_rel_pos:
             z = like.new_zeros((max(sh, sw), max(sh, sw), hd))
             return z[:sh, :sh].contiguous(), z[:sw, :sw].contiguous()
-        cacheable = not torch.is_grad_enabled() or not self.rel_pos_h.requires_grad
+        cacheable = (not torch.is_grad_enabled() or not self.rel_pos_h.requires_grad) and \
+            not torch.compiler.is_compiling()
         key = (sh, sw, like.dtype, like.device, self.rel_pos_h._version, self.rel_pos_w._version,
                self.rel_pos_h.data_ptr(), self.rel_pos_w.data_ptr())
         if cacheable and key in self._rel_cache:

@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from .. import ops
 from ..modeling import Sam
 
-__all__ = ["export_onnx", "SamOnnxDecoder", "SamOnnxEncoder", "DECODER_INPUTS"]
+__all__ = ["export_onnx", "export_official_decoder", "SamOnnxDecoder", "SamOnnxEncoder", "DECODER_INPUTS"]
 
 DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input",
                   "orig_im_size")
@@ -316,3 +316,36 @@ def _add_metadata(path: str, m: Sam, part: str, dtype, single: bool, stab: bool,
         p.key, p.value = k, v
     proto.producer_name = "samfast"
     onnx.save(proto, path)
+
+
+def export_official_decoder(official_model, path: Union[str, os.PathLike], opset: int = 17,
+                            return_single_mask: bool = False, use_stability_score: bool = False,
+                            return_extra_metrics: bool = False) -> str:
+    """Oracle for tests / benchmarks: segment-anything's own `SamOnnxModel` on an official `Sam`,
+    exported exactly as its `scripts/export_onnx_model.py` does (needs segment_anything).
+
+    Caveat of that graph (segment-anything issue #56, fixed upstream after the 1.0 PyPI release):
+    the crop to the pre-padded size is traced as a constant from the dummy orig_im_size
+    (1500 x 2250), so its masks are only right for images of aspect ratio 2:3; samfast's graph
+    computes the crop from orig_im_size."""
+    from segment_anything.utils.onnx import SamOnnxModel
+
+    wrapper = SamOnnxModel(official_model, return_single_mask, use_stability_score, return_extra_metrics)
+    pe = official_model.prompt_encoder
+    size = pe.image_embedding_size
+    dummy = {
+        "image_embeddings": torch.randn(1, pe.embed_dim, *size),
+        "point_coords": torch.randint(0, 1024, (1, 5, 2), dtype=torch.float),
+        "point_labels": torch.randint(0, 4, (1, 5), dtype=torch.float),
+        "mask_input": torch.randn(1, 1, *[4 * x for x in size]),
+        "has_mask_input": torch.tensor([1.0]),
+        "orig_im_size": torch.tensor([1500, 2250], dtype=torch.float),
+    }
+    path = os.fspath(path)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(wrapper, tuple(dummy.values()), path, dynamo=False, export_params=True,
+                          opset_version=opset, do_constant_folding=True, input_names=list(dummy),
+                          output_names=["masks", "iou_predictions", "low_res_masks"],
+                          dynamic_axes={"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}})
+    return path
