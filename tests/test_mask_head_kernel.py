@@ -74,6 +74,9 @@ def test_public_op_dispatches_to_kernel():
     src_nc = args[0].permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3)
     assert not src_nc.is_contiguous()
     assert rel_err(ops.mask_head(src_nc, *args[1:]), ref) < 1e-5
+    # dtypes without a kernel (float64, float16) fall back to the reference
+    args64 = [t.double() for t in args]
+    assert rel_err(ops.mask_head(*args64), ops.mask_head_reference(*args64)) == 0.0
 
 
 def test_wrong_args_via_ops():

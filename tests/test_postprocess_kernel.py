@@ -92,6 +92,10 @@ def test_public_op_dispatches_to_kernel():
     assert float((out - ref).abs().max() / ref.abs().max()) < 1e-5
     outb = ops.postprocess_masks(m, 80, (60, 80), (123, 164), threshold=0.0)
     assert (outb == refb).double().mean().item() > 0.9999
+    # dtypes without a kernel (float64, float16) fall back to the reference
+    m64 = m.double()
+    assert torch.equal(ops.postprocess_masks(m64, 80, (60, 80), (123, 164)),
+                       ops.postprocess_masks_reference(m64, 80, (60, 80), (123, 164)))
 
 
 def test_wrong_args_via_ops():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Mapping, Optional, Union
 
 import torch
@@ -38,6 +39,18 @@ def load(
         raise ValueError(f"arch must be one of {sorted(CONFIGS)} or 'auto', got {arch!r}")
     if dtype not in (torch.float32, torch.bfloat16, torch.float16):
         raise TypeError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype}")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device={str(device)!r} requested but no CUDA GPU is visible to torch")
+    if device.type == "cpu" and dtype != torch.float32:
+        from . import _C
+
+        feats = _C.cpu_features()
+        if not feats.get("avx512bf16"):
+            warnings.warn(
+                f"dtype={dtype} on a CPU without native bf16/fp16 matrix instructions (this CPU: "
+                f"{feats['best']}): PyTorch's reduced-precision matmuls are emulated and much slower than "
+                f"float32 here; use dtype=torch.float32 on this machine.", RuntimeWarning, stacklevel=2)
     model = build_sam_from_config(cfg, state)
     model.to(device=device)
     model.image_encoder.to(dtype)

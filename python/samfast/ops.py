@@ -282,7 +282,7 @@ def _(src, w1, b1, ln_w, ln_b, w2, b2, hyper_in):
 def mask_head(src, w1, b1, ln_w, ln_b, w2, b2, hyper_in) -> Tensor:
     """Fused decoder upsampling + dynamic mask head; see `mask_head_reference` for shapes."""
     _check_mask_head_args(src, w1, b1, ln_w, ln_b, w2, b2, hyper_in)
-    if use_kernel("mask_head", src):
+    if use_kernel("mask_head", src) and src.dtype in (torch.float32, torch.bfloat16):
         args = [t.contiguous() for t in (src, w1, b1, ln_w, ln_b, w2, b2, hyper_in)]
         return _mask_head_op(*args)
     return mask_head_reference(src, w1, b1, ln_w, ln_b, w2, b2, hyper_in)
@@ -340,7 +340,7 @@ def postprocess_masks(
     _check(0 < ih <= img_size and 0 < iw <= img_size, ValueError,
            f"input_size {tuple(input_size)} must lie within img_size {img_size}")
     _check(oh > 0 and ow > 0, ValueError, f"original_size must be positive, got {tuple(original_size)}")
-    if use_kernel("postprocess_masks", masks):
+    if use_kernel("postprocess_masks", masks) and masks.dtype in (torch.float32, torch.bfloat16):
         return _postprocess_masks_op(masks.contiguous(), img_size, ih, iw, oh, ow,
                                      0.0 if threshold is None else float(threshold), threshold is not None)
     return postprocess_masks_reference(masks, img_size, (ih, iw), (oh, ow), threshold)
