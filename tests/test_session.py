@@ -95,7 +95,7 @@ def test_bgr_equals_rgb_and_tensor_frames(model):
 
 
 def test_tracking_keeps_ids(model):
-    fr = frames(6)
+    fr = frames(4)
     with samfast.Session(model, track=True, use_mask_input=True, score_threshold=-1e9) as s:
         with pytest.raises(RuntimeError):
             s.track()                                   # no frame yet
@@ -111,7 +111,12 @@ def test_tracking_keeps_ids(model):
             assert ids == sorted(ids) and set(ids) <= alive      # stable ids, never new ones
             assert all(d.mask.any() for d in dets)
             alive = set(ids)
+        # a frame of another size: boxes are rescaled to it
+        s.set_frame(np.ascontiguousarray(fr[0][::2, ::2]))
+        for d in s.track():
+            assert d.mask.shape == (48, 64) and d.box[2] <= 63 and d.box[3] <= 47
         # segment() without prompts propagates too; new objects get fresh ids
+        alive = set(s.tracks)
         s.set_frame(fr[0])
         assert {d.object_id for d in s.segment()} <= alive
         assert [d.object_id for d in s.segment(points=[[30, 30]])] == [2]
@@ -142,7 +147,7 @@ def run_stream(model, fr, async_encode):
 
 
 def test_async_matches_sync(model):
-    fr = frames(5)
+    fr = frames(4)
     base = threading.active_count()
     sync = run_stream(model, fr, async_encode=False)
     asy = run_stream(model, fr, async_encode=True)

@@ -16,5 +16,5 @@ cmake -S . -B "$bdir" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DSAMFAST_WITH_CUDA=$cuda -DSAMFAST_CUDA_ARCHS="${SAMFAST_CUDA_ARCHS:-90}" >/dev/null
 cmake --build "$bdir" -j"${JOBS:-2}"
 if [ "${SAMFAST_DEV_NOCOPY:-0}" = 1 ]; then echo "built $(ls "$bdir"/_C*.so) (not copied)"; exit 0; fi
-cp "$bdir"/_C*.so python/samfast/
+so=$(ls "$bdir"/_C*.so); cp "$so" python/samfast/.tmp_C.so && mv -f python/samfast/.tmp_C.so "python/samfast/$(basename "$so")"  # atomic: running tests keep the old file
 echo "built $(ls python/samfast/_C*.so)"

@@ -58,13 +58,13 @@ inline __m256i tail_mask(int64_t n) {  // first n (0..8) lanes on
 
 // S = Qs @ Kt, register-blocked 6 rows x 16 keys, hd-loop of broadcast-FMAs.
 void qk_avx2(const float* Qs, int64_t rows, int64_t hd, const float* Kt, int64_t Tk, int64_t nk, float* S) {
-  for (int64_t r0 = 0; r0 < rows; r0 += MR) {
-    const float* q = Qs + r0 * hd;
-    for (int64_t j = 0; j < nk; j += 16) {
+  for (int64_t j = 0; j < nk; j += 16) {  // key panel [hd, 16] stays in L1 across row groups
+    for (int64_t r0 = 0; r0 < rows; r0 += MR) {
+      const float* q = Qs + r0 * hd;
       __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
       __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-      const float* k = Kt + j;
-      for (int64_t d = 0; d < hd; ++d, k += Tk) {
+      const float* k = Kt + j * hd;
+      for (int64_t d = 0; d < hd; ++d, k += 16) {
         const __m256 b0 = _mm256_loadu_ps(k), b1 = _mm256_loadu_ps(k + 8);
         __m256 a;
         a = _mm256_broadcast_ss(q + d);          c00 = _mm256_fmadd_ps(a, b0, c00); c01 = _mm256_fmadd_ps(a, b1, c01);
@@ -106,11 +106,13 @@ void softmax_avx2(float* S, int64_t Tk, int64_t nk, int64_t rows, const float* b
         _mm256_storeu_ps(sp + t, v);
         vmax = _mm256_max_ps(vmax, v);
       }
-      if (t < len) {
-        const __m256i mk = tail_mask(len - t);
-        __m256 v = _mm256_add_ps(_mm256_add_ps(_mm256_maskload_ps(sp + t, mk), hb), _mm256_maskload_ps(wp + t, mk));
-        _mm256_maskstore_ps(sp + t, mk, v);
-        vmax = _mm256_max_ps(vmax, _mm256_blendv_ps(ninf, v, _mm256_castsi256_ps(mk)));
+      if (t < len) {  // full-width tail (no slow maskstore): lanes past the segment add 0 and are
+        // written back unchanged; S / bw have 8+ floats of slack (see the header)
+        const __m256 mk = _mm256_castsi256_ps(tail_mask(len - t));
+        const __m256 add = _mm256_and_ps(_mm256_add_ps(hb, _mm256_loadu_ps(wp + t)), mk);
+        const __m256 v = _mm256_add_ps(_mm256_loadu_ps(sp + t), add);
+        _mm256_storeu_ps(sp + t, v);
+        vmax = _mm256_max_ps(vmax, _mm256_blendv_ps(ninf, v, mk));
       }
       jj += len;
     }
@@ -140,11 +142,11 @@ void softmax_avx2(float* S, int64_t Tk, int64_t nk, int64_t rows, const float* b
 // O = O * alpha + P @ V, register-blocked 6 rows x 16 head-dims.
 void pv_avx2(const float* P, int64_t Tk, int64_t nk, const float* V, int64_t hdp, float* O, const float* alpha,
              int64_t rows) {
-  for (int64_t r0 = 0; r0 < rows; r0 += MR) {
-    const float* p = P + r0 * Tk;
-    __m256 al[MR];
-    for (int i = 0; i < MR; ++i) al[i] = _mm256_set1_ps(alpha[r0 + i]);
-    for (int64_t d = 0; d < hdp; d += 16) {
+  for (int64_t d = 0; d < hdp; d += 16) {  // V panel [Tk, 16] stays in L1 across row groups
+    for (int64_t r0 = 0; r0 < rows; r0 += MR) {
+      const float* p = P + r0 * Tk;
+      __m256 al[MR];
+      for (int i = 0; i < MR; ++i) al[i] = _mm256_set1_ps(alpha[r0 + i]);
       float* o = O + r0 * hdp + d;
       __m256 c00 = _mm256_mul_ps(_mm256_loadu_ps(o), al[0]), c01 = _mm256_mul_ps(_mm256_loadu_ps(o + 8), al[0]);
       __m256 c10 = _mm256_mul_ps(_mm256_loadu_ps(o + hdp), al[1]), c11 = _mm256_mul_ps(_mm256_loadu_ps(o + hdp + 8), al[1]);
@@ -152,8 +154,8 @@ void pv_avx2(const float* P, int64_t Tk, int64_t nk, const float* V, int64_t hdp
       __m256 c30 = _mm256_mul_ps(_mm256_loadu_ps(o + 3 * hdp), al[3]), c31 = _mm256_mul_ps(_mm256_loadu_ps(o + 3 * hdp + 8), al[3]);
       __m256 c40 = _mm256_mul_ps(_mm256_loadu_ps(o + 4 * hdp), al[4]), c41 = _mm256_mul_ps(_mm256_loadu_ps(o + 4 * hdp + 8), al[4]);
       __m256 c50 = _mm256_mul_ps(_mm256_loadu_ps(o + 5 * hdp), al[5]), c51 = _mm256_mul_ps(_mm256_loadu_ps(o + 5 * hdp + 8), al[5]);
-      const float* v = V + d;
-      for (int64_t j = 0; j < nk; ++j, v += hdp) {
+      const float* v = V + d * Tk;
+      for (int64_t j = 0; j < nk; ++j, v += 16) {
         const __m256 b0 = _mm256_loadu_ps(v), b1 = _mm256_loadu_ps(v + 8);
         __m256 a;
         a = _mm256_broadcast_ss(p + j);          c00 = _mm256_fmadd_ps(a, b0, c00); c01 = _mm256_fmadd_ps(a, b1, c01);
@@ -196,7 +198,8 @@ void rel_dots_avx2(const float* q, const float* rel, int64_t n, int64_t hd, floa
       a2 = _mm256_fmadd_ps(qv, _mm256_maskload_ps(r + 2 * hd + d, mk), a2);
       a3 = _mm256_fmadd_ps(qv, _mm256_maskload_ps(r + 3 * hd + d, mk), a3);
     }
-    out[k] = hsum(a0); out[k + 1] = hsum(a1); out[k + 2] = hsum(a2); out[k + 3] = hsum(a3);
+    const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));  // 4 sums per lane half
+    _mm_storeu_ps(out + k, _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1)));
   }
   for (; k < n; ++k) {
     const float* r = rel + k * hd;

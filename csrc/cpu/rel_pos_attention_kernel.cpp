@@ -1,9 +1,11 @@
 // CPU rel-pos attention driver + portable (auto-vectorised) micro-kernels.
 //
 // Per (batch, head, block) where a block is the whole H x W grid (global) or one window:
-//   * K is packed transposed per key block ([hd, Tk], fp32) and V as [N, hdp] (fp32), padded
-//     window tokens taking the qkv bias; global blocks pack once per (batch, head) and share it.
-//   * queries are tiled (<= 48, rows padded to a multiple of 6); per tile we keep Qs = q * scale,
+//   * K^T and V are packed per key block of Tk keys into fp32 16-wide panels (K^T: [Tk/16, hd, 16],
+//     V: [hdp/16, Tk, 16]); padded window tokens take the qkv bias. Global blocks pack once per
+//     (batch, head) into a shared buffer; windows pack into per-thread scratch.
+//   * queries are tiled (<= 48, rows padded to a multiple of 6; global tiles walk 6 x 8 grid
+//     patches so their rel_h / rel_w slices stay in L2); per tile we keep Qs = q * scale,
 //     the rel-pos dot products bh[q, ky] = q . rel_h[qy, ky] and bw[q, kx] = q . rel_w[qx, kx],
 //     and stream key blocks with an online softmax (S = Qs Kt + bh + bw; O = O * alpha + P V), so the
 //     score matrix never exceeds [48, Tk]. Padded window queries are skipped entirely.
@@ -28,7 +30,7 @@ namespace {
 
 constexpr int64_t MR = 6;         // register-block rows (qk / pv)
 constexpr int64_t TQ_MAX = 48;    // queries per tile (multiple of MR)
-constexpr int64_t TK_BIG = 128;   // key block for blocks with more than TK_SINGLE_MAX tokens
+constexpr int64_t TK_BIG = 256;   // key block for blocks with more than TK_SINGLE_MAX tokens
 constexpr int64_t TK_SINGLE_MAX = 256;
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
@@ -45,7 +47,7 @@ void qk_base(const float* Qs, int64_t rows, int64_t hd, const float* Kt, int64_t
     for (int64_t j = 0; j < nk16; j += 16) {
       float c[MR][16] = {};
       for (int64_t d = 0; d < hd; ++d) {
-        const float* k = Kt + d * Tk + j;
+        const float* k = Kt + j * hd + d * 16;
         for (int64_t i = 0; i < MR; ++i) {
           const float a = Qs[(r0 + i) * hd + d];
           for (int t = 0; t < 16; ++t) c[i][t] += a * k[t];
@@ -113,10 +115,13 @@ void pv_base(const float* P, int64_t Tk, int64_t nk, const float* V, int64_t hdp
     const float a = alpha[r];
     for (int64_t d = 0; d < hdp; ++d) o[d] *= a;
     const float* p = P + r * Tk;
-    for (int64_t j = 0; j < nk; ++j) {
-      const float pj = p[j];
-      const float* v = V + j * hdp;
-      for (int64_t d = 0; d < hdp; ++d) o[d] += pj * v[d];
+    for (int64_t d0 = 0; d0 < hdp; d0 += 16) {
+      float acc[16];
+      std::memcpy(acc, o + d0, sizeof(acc));
+      const float* v = V + d0 * Tk;
+      for (int64_t j = 0; j < nk; ++j)
+        for (int t = 0; t < 16; ++t) acc[t] += p[j] * v[j * 16 + t];
+      std::memcpy(o + d0, acc, sizeof(acc));
     }
   }
 }
@@ -184,12 +189,13 @@ struct Problem {
   int64_t H, W, C, hd, hdp, Sh, Sw, N, Tk, nblk;
   float scale;
 
-  // K block-transposed Kp: [nblk, hd, Tk]; V: [nblk*Tk, hdp]; key blocks [blk0, blk1)
+  // per key block: Kp [Tk/16, hd, 16] (K^T in 16-key panels), Vp [hdp/16, Tk, 16]; blocks [blk0, blk1)
   void pack_kv(int64_t b, int64_t head, int64_t oy, int64_t ox, int64_t blk0, int64_t blk1, float* Kp,
                float* Vp) const {
     for (int64_t j = blk0 * Tk; j < blk1 * Tk; ++j) {
-      float* kt = Kp + (j / Tk) * hd * Tk + (j % Tk);
-      float* v = Vp + j * hdp;
+      const int64_t jj = j % Tk;
+      float* kt = Kp + (j / Tk) * hd * Tk + (jj / 16) * hd * 16 + (jj % 16);  // panels [Tk/16][hd][16]
+      float* v = Vp + (j / Tk) * Tk * hdp + jj * 16;                          // panels [hdp/16][Tk][16]
       const T* ks = nullptr;
       const T* vs = nullptr;
       if (j < N) {
@@ -198,8 +204,18 @@ struct Problem {
         ks = base + C + head * hd;
         vs = base + 2 * C + head * hd;
       }
-      for (int64_t d = 0; d < hd; ++d) kt[d * Tk] = ks ? load_f(ks, d) : 0.f;
-      for (int64_t d = 0; d < hdp; ++d) v[d] = (vs && d < hd) ? load_f(vs, d) : 0.f;
+      if (ks) {
+        for (int64_t d = 0; d < hd; ++d) kt[d * 16] = load_f(ks, d);
+        for (int64_t d0 = 0; d0 < hd; d0 += 16) {
+          float* vd = v + d0 * Tk;
+          const int64_t n = std::min<int64_t>(16, hd - d0);
+          for (int64_t t = 0; t < n; ++t) vd[t] = load_f(vs, d0 + t);
+          for (int64_t t = n; t < 16; ++t) vd[t] = 0.f;
+        }
+      } else {
+        for (int64_t d = 0; d < hd; ++d) kt[d * 16] = 0.f;
+        for (int64_t d0 = 0; d0 < hdp; d0 += 16) std::fill(v + d0 * Tk, v + d0 * Tk + 16, 0.f);
+      }
     }
   }
 
@@ -209,8 +225,8 @@ struct Problem {
     const int64_t rows = round_up(nq, MR);
     float* Qs = sc.qs.get(rows * hd);
     float* bh = sc.bh.get(rows * Sh);
-    float* bw = sc.bw.get(rows * Sw);
-    float* S = sc.s.get(rows * Tk);
+    float* bw = sc.bw.get(rows * Sw + 16);  // slack for full-width SIMD tails
+    float* S = sc.s.get(rows * Tk + 16);
     float* O = sc.o.get(rows * hdp);
     float* st = sc.stats.get(3 * rows);
     float* qr = sc.qraw.get(hd);
@@ -232,7 +248,7 @@ struct Problem {
       const int64_t j0 = kb * Tk, nk = std::min(Tk, N - j0);
       K->qk(Qs, rows, hd, Kp + kb * hd * Tk, Tk, nk, S);
       K->softmax(S, Tk, nk, nq, bh, Sh, bw, Sw, j0, m, l, alpha);
-      K->pv(S, Tk, nk, Vp + j0 * hdp, hdp, O, alpha, rows);
+      K->pv(S, Tk, nk, Vp + kb * Tk * hdp, hdp, O, alpha, rows);
     }
     for (int64_t i = 0; i < nq; ++i) {
       const int64_t qy = qidx[i] / Sw, qx = qidx[i] % Sw;
@@ -280,22 +296,36 @@ void run(const RelPosAttentionArgs& a, const AttnKernels* K) {
     // global: K/V packed once per (b, head) into shared buffers, query tiles in parallel
     const int64_t nqt = ceil_div(N, TQ_MAX), tq = round_up(ceil_div(N, nqt), MR);
     const int64_t ntiles = ceil_div(N, tq);
+    // (batch, head) pairs are processed in groups whose packed K/V fit in ~32 MiB: one pack loop and
+    // one dynamic tile loop per group (two barriers per group instead of per head)
+    const int64_t BH = B * nh;
+    const int64_t G = std::min(BH, std::max<int64_t>(1, (int64_t(32) << 20) / (4 * (kv_k + kv_v))));
     AlignedBuf kbuf, vbuf;
-    float* Kp = kbuf.get(kv_k);
-    float* Vp = vbuf.get(kv_v);
-    std::vector<int64_t> all(N);
-    for (int64_t i = 0; i < N; ++i) all[i] = i;
+    float* Kp = kbuf.get(G * kv_k);
+    float* Vp = vbuf.get(G * kv_v);
+    // queries in 6 x 8 grid patches, so a tile touches ~6 rel_h[qy] and ~8 rel_w[qx] slices
+    // (instead of 48 distinct rel_w slices streamed from L3 for a row-major tile)
+    std::vector<int64_t> all;
+    all.reserve(N);
+    for (int64_t y0 = 0; y0 < Sh; y0 += 6)
+      for (int64_t x0 = 0; x0 < Sw; x0 += 8)
+        for (int64_t y = y0; y < std::min(y0 + 6, Sh); ++y)
+          for (int64_t x = x0; x < std::min(x0 + 8, Sw); ++x) all.push_back(y * Sw + x);
 #pragma omp parallel
     {
       Scratch sc;
-      for (int64_t bh = 0; bh < B * nh; ++bh) {
-        const int64_t b = bh / nh, head = bh % nh;
+      for (int64_t g0 = 0; g0 < BH; g0 += G) {
+        const int64_t gn = std::min(G, BH - g0);
 #pragma omp for schedule(static)
-        for (int64_t kb = 0; kb < P.nblk; ++kb) P.pack_kv(b, head, 0, 0, kb, kb + 1, Kp, Vp);
+        for (int64_t i = 0; i < gn * P.nblk; ++i) {
+          const int64_t bh = g0 + i / P.nblk, kb = i % P.nblk;
+          P.pack_kv(bh / nh, bh % nh, 0, 0, kb, kb + 1, Kp + (i / P.nblk) * kv_k, Vp + (i / P.nblk) * kv_v);
+        }
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t t = 0; t < ntiles; ++t) {
-          const int64_t q0 = t * tq;
-          P.query_tile(b, head, 0, 0, all.data() + q0, std::min(tq, N - q0), Kp, Vp, sc);
+        for (int64_t i = 0; i < gn * ntiles; ++i) {
+          const int64_t bh = g0 + i / ntiles, q0 = (i % ntiles) * tq;
+          P.query_tile(bh / nh, bh % nh, 0, 0, all.data() + q0, std::min(tq, N - q0), Kp + (i / ntiles) * kv_k,
+                       Vp + (i / ntiles) * kv_v, sc);
         }
       }
     }

@@ -23,14 +23,14 @@ void rel_pos_attention(const RelPosAttentionArgs& args);
 // Tile-level micro-kernels (internal; one table per SIMD level). Row counts passed to `qk` / `pv`
 // are multiples of 6 (zero-padded rows), Tk is a multiple of 16, hdp = hd rounded up to 16.
 struct AttnKernels {
-  // S[rows, Tk] (cols < nk) = Qs[rows, hd] @ Kt[hd, Tk]
+  // S[rows, Tk] (cols < nk, rounded up to 16) = Qs[rows, hd] @ K^T, Kt packed [Tk/16, hd, 16]
   void (*qk)(const float* Qs, int64_t rows, int64_t hd, const float* Kt, int64_t Tk, int64_t nk, float* S);
   // Online-softmax step on S[rows, Tk] for keys j0 .. j0+nk of a Sh x Sw grid: adds the bias
   // bh[r, ky] + bw[r, kx], updates the running max m[r] / sum l[r], writes P = exp(S - m) (0 past nk)
-  // and alpha[r] = exp(m_old - m_new).
+  // and alpha[r] = exp(m_old - m_new). S and bw must have >= 8 floats of slack past [rows, Tk] / [rows, Sw].
   void (*softmax)(float* S, int64_t Tk, int64_t nk, int64_t rows, const float* bh, int64_t Sh,
                   const float* bw, int64_t Sw, int64_t j0, float* m, float* l, float* alpha);
-  // O[rows, hdp] = O * alpha[r] + P[rows, :nk] @ V[nk, hdp]
+  // O[rows, hdp] = O * alpha[r] + P[rows, :nk] @ V[:nk], V packed [hdp/16, Tk, 16]
   void (*pv)(const float* P, int64_t Tk, int64_t nk, const float* V, int64_t hdp, float* O,
              const float* alpha, int64_t rows);
   // out[k] = q[:hd] . rel[k, :hd] for k < n

@@ -142,9 +142,11 @@ __global__ void __launch_bounds__(kMhThreads)
 // ---- hypernetwork MLPs: CTA = (mask token m, up to kHbRows batch rows); warp per output feature ----
 constexpr int kHbThreads = 256, kHbRows = 8;
 
-template <typename T>
+// dst[r * dst_stride + j] = act(bias[j] + W[j, :] . in[r, :]) for rows r < nb, j < rows; warp per j,
+// lanes over the input features (coalesced W rows), then a warp reduction per batch row.
+template <typename T, typename D>
 __device__ __forceinline__ void linear_rows(const float* in, const T* W, const T* bias, int rows, int C, bool relu,
-                                            int nb, float* dst, int dst_stride, T* gdst, int64_t gdst_stride) {
+                                            int nb, D* dst, int64_t dst_stride) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   for (int j = warp; j < rows; j += kHbThreads / 32) {
     float acc[kHbRows];
@@ -157,15 +159,13 @@ __device__ __forceinline__ void linear_rows(const float* in, const T* W, const T
       for (int r = 0; r < kHbRows; ++r) acc[r] = fmaf(wv, in[r * C + i], acc[r]);
     }
     const float bj = to_f(bias[j]);
+    float mine = 0.f;  // lane r keeps row r's result
 #pragma unroll
     for (int r = 0; r < kHbRows; ++r) {
-      float v = warp_sum(acc[r]) + bj;
-      if (relu) v = fmaxf(v, 0.f);
-      if (lane == r && r < nb) {
-        if (gdst) gdst[r * gdst_stride + j] = from_f<T>(v);
-        else dst[r * dst_stride + j] = v;
-      }
+      const float v = warp_sum(acc[r]) + bj;
+      if (lane == r) mine = relu ? fmaxf(v, 0.f) : v;
     }
+    if (lane < nb) dst[lane * dst_stride + j] = from_f<D>(mine);
   }
 }
 
@@ -190,12 +190,14 @@ __global__ void __launch_bounds__(kHbThreads)
   }
   __syncthreads();
   const int64_t mCC = static_cast<int64_t>(m) * C * C;
-  linear_rows<T>(xs, w0 + mCC, b0 + static_cast<int64_t>(m) * C, C, C, true, nb, hs, C, nullptr, 0);
+  // hidden layers fill all kHbRows smem rows (rows >= nb from zero inputs) so nothing reads stale smem
+  linear_rows<T, float>(xs, w0 + mCC, b0 + static_cast<int64_t>(m) * C, C, C, true, kHbRows, hs, C);
   __syncthreads();
-  linear_rows<T>(hs, w1 + mCC, b1 + static_cast<int64_t>(m) * C, C, C, true, nb, xs, C, nullptr, 0);
+  linear_rows<T, float>(hs, w1 + mCC, b1 + static_cast<int64_t>(m) * C, C, C, true, kHbRows, xs, C);
   __syncthreads();
-  linear_rows<T>(xs, w2 + static_cast<int64_t>(m) * C2 * C, b2 + static_cast<int64_t>(m) * C2, C2, C, false, nb,
-                 nullptr, 0, out + (static_cast<int64_t>(r0) * M + m) * C2, static_cast<int64_t>(M) * C2);
+  // out[r0 + r, m, j]: rows of out for consecutive batch entries are M * C2 apart
+  linear_rows<T, T>(xs, w2 + static_cast<int64_t>(m) * C2 * C, b2 + static_cast<int64_t>(m) * C2, C2, C, false, nb,
+                    out + (static_cast<int64_t>(r0) * M + m) * C2, static_cast<int64_t>(M) * C2);
 }
 
 }  // namespace

@@ -30,33 +30,10 @@ __device__ __forceinline__ int64_t token_index(const AttnParams& p, int z, int i
   return (static_cast<int64_t>(b) * p.H + gy) * p.W + gx;
 }
 
-__device__ __forceinline__ float dot8(uint4 a, uint4 b, __half) {
-  const __half2* x = reinterpret_cast<const __half2*>(&a);
-  const __half2* y = reinterpret_cast<const __half2*>(&b);
-  float acc = 0.f;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 u = __half22float2(x[i]), v = __half22float2(y[i]);
-    acc = fmaf(u.x, v.x, fmaf(u.y, v.y, acc));
-  }
-  return acc;
-}
-__device__ __forceinline__ float dot8(uint4 a, uint4 b, __nv_bfloat16) {
-  const __nv_bfloat162* x = reinterpret_cast<const __nv_bfloat162*>(&a);
-  const __nv_bfloat162* y = reinterpret_cast<const __nv_bfloat162*>(&b);
-  float acc = 0.f;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 u = __bfloat1622float2(x[i]), v = __bfloat1622float2(y[i]);
-    acc = fmaf(u.x, v.x, fmaf(u.y, v.y, acc));
-  }
-  return acc;
-}
-
 // bias_s[qi * (Sh + Sw) + r] for the CTA's queries q0 + qi (qi < nq): r < Sh: q . rel_h[qy, r];
 // else q . rel_w[qx, r - Sh]. qs: the queries' vectors in shared memory (row stride qs_stride).
-// VEC: 16-byte loads (T is 16-bit, hd % 8 == 0, rel tables and qs rows 16-byte aligned).
-template <typename T, typename QT, bool VEC>
+// (SIMT kernel; the mma kernel computes the same values on the tensor cores, see bias_pass.)
+template <typename T, typename QT>
 __device__ void rel_bias_tile(const AttnParams& p, const QT* qs, int qs_stride, int q0, int nq, float* bias_s,
                               int tid, int nthreads) {
   const int SS = p.Sh + p.Sw;
@@ -70,12 +47,7 @@ __device__ void rel_bias_tile(const AttnParams& p, const QT* qs, int qs_stride, 
       const T* row = r < p.Sh ? rh + (static_cast<int64_t>(qy) * p.Sh + r) * p.hd
                               : rw + (static_cast<int64_t>(qx) * p.Sw + (r - p.Sh)) * p.hd;
       const QT* qr = qs + qi * qs_stride;
-      if constexpr (VEC) {
-        for (int d = 0; d < p.hd; d += 8)
-          acc += dot8(*reinterpret_cast<const uint4*>(row + d), *reinterpret_cast<const uint4*>(qr + d), T{});
-      } else {
-        for (int d = 0; d < p.hd; ++d) acc = fmaf(to_f(row[d]), to_f(qr[d]), acc);
-      }
+      for (int d = 0; d < p.hd; ++d) acc = fmaf(to_f(row[d]), to_f(qr[d]), acc);
     }
     bias_s[i] = acc;
   }

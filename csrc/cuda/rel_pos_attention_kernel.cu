@@ -2,8 +2,8 @@
 // python/samfast/ops.py: rel_pos_attention_reference.
 //
 // A CTA owns BQ queries of one (batch, window, head). It first computes the per-query rel-pos bias
-// vectors bias_h[q][ky] = q . rel_h[qy, ky] and bias_w[q][kx] = q . rel_w[qx, kx] (q unscaled, fp32)
-// into shared memory, then streams K/V tiles of BK keys with an online softmax (fp32 max / sum /
+// vectors bias_h[q][ky] = q . rel_h[qy, ky] and bias_w[q][kx] = q . rel_w[qx, kx] (q unscaled, fp32
+// accumulation; on the tensor cores in the mma kernel) into shared memory, then streams K/V tiles of BK keys with an online softmax (fp32 max / sum /
 // accumulators). Windowed blocks read tokens straight from qkv; a key of the padding (outside H x W)
 // takes its k / v from qkv_bias[C:2C] / qkv_bias[2C:3C]; padded queries are computed but not stored.
 //   * attn_mma_kernel:  fp16 / bf16, hd in {64, 80}, sm_80+: mma.sync m16n8k16 for S = Q K^T and O = P V,
@@ -29,6 +29,12 @@ template <int HD> constexpr int mma_ld() { return HD + 8; }  // smem row stride 
 template <int HD> size_t mma_smem_bytes(int SS) {
   return 2 * static_cast<size_t>(kMmaBQ + 4 * kMmaBK) * mma_ld<HD>() + sizeof(float) * kMmaBQ * SS;
 }
+
+}  // namespace
+
+// sm_80+ PTX helpers. Outside the anonymous namespace (external linkage, inline) so that passes for
+// older archs, where the mma kernel body is compiled out, do not warn that they are unreferenced.
+namespace attn_sm80 {
 
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
@@ -66,33 +72,70 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi, __nv_bfloat16) {
   return *reinterpret_cast<uint32_t*>(&h);
 }
 
+}  // namespace attn_sm80
+
+namespace {
+using namespace attn_sm80;
+
 // K and V rows of keys [k0, k0 + BK) into Kb / Vb ([BK][LD]); keys >= N are zero-filled.
+// Two threads per row (token address computed once per thread), alternating 16-byte chunks.
+static_assert(kMmaThreads == 2 * kMmaBK, "load_kv_tile maps two threads to each key row");
 template <typename T, int HD>
 __device__ __forceinline__ void load_kv_tile(const AttnParams& p, int z, int64_t hoff, int k0, T* Kb, T* Vb,
                                              int tid) {
   constexpr int CH = HD / 8, LD = mma_ld<HD>();
-  const T* qkv = static_cast<const T*>(p.qkv);
-  const T* bias = static_cast<const T*>(p.bias);
-  const int64_t C = p.C, C3 = 3 * static_cast<int64_t>(p.C);
-  for (int i = tid; i < kMmaBK * CH; i += kMmaThreads) {
-    const int r = i / CH, c = i - r * CH, key = k0 + r;
-    T* kd = Kb + r * LD + c * 8;
-    T* vd = Vb + r * LD + c * 8;
-    if (key < p.N) {
-      bool valid;
-      const int64_t tok = token_index(p, z, key, valid);
-      const T* ks = (valid ? qkv + tok * C3 : bias) + C + hoff + c * 8;  // v sits C further, in both
-      cp_async16(kd, ks);
-      cp_async16(vd, ks + C);
-    } else {
-      *reinterpret_cast<uint4*>(kd) = make_uint4(0, 0, 0, 0);
-      *reinterpret_cast<uint4*>(vd) = make_uint4(0, 0, 0, 0);
+  const int r = tid >> 1, key = k0 + r;
+  T* kd = Kb + r * LD;
+  T* vd = Vb + r * LD;
+  if (key < p.N) {
+    bool valid;
+    const int64_t tok = token_index(p, z, key, valid);
+    const int64_t C = p.C;
+    const T* ks = (valid ? static_cast<const T*>(p.qkv) + tok * 3 * C : static_cast<const T*>(p.bias)) + C + hoff;
+#pragma unroll
+    for (int c = tid & 1; c < CH; c += 2) {
+      cp_async16(kd + c * 8, ks + c * 8);
+      cp_async16(vd + c * 8, ks + C + c * 8);  // v sits C after k, in qkv rows and in qkv_bias alike
+    }
+  } else {
+#pragma unroll
+    for (int c = tid & 1; c < CH; c += 2) {
+      *reinterpret_cast<uint4*>(kd + c * 8) = make_uint4(0, 0, 0, 0);
+      *reinterpret_cast<uint4*>(vd + c * 8) = make_uint4(0, 0, 0, 0);
+    }
+  }
+}
+
+// Rel-pos bias of one warp's 16 query rows against ONE table slice on the tensor cores:
+// acc[row][c] = q[row] . table[c] for c < S (table: [S][HD], a rel_h[qy] or rel_w[qx] slice), stored to
+// Bs[row][off + c] only for the rows whose coordinate matches the slice (match[hh] for rows g, g + 8).
+template <typename T, int HD>
+__device__ __forceinline__ void bias_pass(const T* table, int S, int off, const bool (&match)[2],
+                                          const uint32_t (&qf)[HD / 16][4], float* bs_rows, int SS, int g, int t4) {
+  constexpr int KSTEPS = HD / 16;
+  for (int nt = 0; nt * 8 < S; ++nt) {  // warp-uniform
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    const int kc = nt * 8 + g;  // this lane's B column (table row)
+    const T* tr = table + static_cast<int64_t>(kc < S ? kc : 0) * HD + 2 * t4;
+#pragma unroll
+    for (int ks = 0; ks < KSTEPS; ++ks) {
+      const uint32_t b0 = kc < S ? ld32(tr + ks * 16) : 0u;
+      const uint32_t b1 = kc < S ? ld32(tr + ks * 16 + 8) : 0u;
+      mma16816(acc, qf[ks], b0, b1, T{});
+    }
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int c = nt * 8 + 2 * t4 + e;
+        if (match[hh] && c < S) bs_rows[(g + 8 * hh) * SS + off + c] = acc[2 * hh + e];
+      }
     }
   }
 }
 
 template <typename T, int HD>
-__global__ void __launch_bounds__(kMmaThreads) attn_mma_kernel(AttnParams p) {
+__global__ void __launch_bounds__(kMmaThreads, 3) attn_mma_kernel(AttnParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   constexpr int LD = mma_ld<HD>(), KSTEPS = HD / 16, NTO = HD / 8, NTS = kMmaBK / 8, CH = HD / 8;
   static_assert(HD % 16 == 0 && NTO % 2 == 0, "HD must be a multiple of 16");
@@ -109,18 +152,20 @@ __global__ void __launch_bounds__(kMmaThreads) attn_mma_kernel(AttnParams p) {
   const T* bias = static_cast<const T*>(p.bias);
 
   // Q tile (queries >= N: zeros; padded queries: qkv_bias[:C], finite, never stored).
-  for (int i = tid; i < kMmaBQ * CH; i += kMmaThreads) {
-    const int r = i / CH, c = i - r * CH, q = q0 + r;
-    uint4 v = make_uint4(0, 0, 0, 0);
+  static_assert(kMmaThreads == 2 * kMmaBQ, "the Q load maps two threads to each query row");
+  {
+    const int r = tid >> 1, q = q0 + r;
+    const T* src = nullptr;
     if (q < p.N) {
       bool valid;
       const int64_t tok = token_index(p, z, q, valid);
-      v = *reinterpret_cast<const uint4*>((valid ? qkv + tok * C3 : bias) + hoff + c * 8);
+      src = (valid ? qkv + tok * C3 : bias) + hoff;
     }
-    *reinterpret_cast<uint4*>(Qs + r * LD + c * 8) = v;
+    for (int c = tid & 1; c < CH; c += 2)
+      *reinterpret_cast<uint4*>(Qs + r * LD + c * 8) =
+          src ? *reinterpret_cast<const uint4*>(src + c * 8) : make_uint4(0, 0, 0, 0);
   }
   __syncthreads();
-  rel_bias_tile<T, T, true>(p, Qs, LD, q0, kMmaBQ, Bs, tid, kMmaThreads);
 
   // A fragments of this warp's 16 queries: a0 (g, 2t..), a1 (g+8, 2t..), a2 (g, 2t+8..), a3 (g+8, 2t+8..).
   uint32_t qf[KSTEPS][4];
@@ -131,6 +176,38 @@ __global__ void __launch_bounds__(kMmaThreads) attn_mma_kernel(AttnParams p) {
     qf[ks][1] = ld32(qw + (g + 8) * LD + ks * 16 + 2 * t4);
     qf[ks][2] = ld32(qw + g * LD + ks * 16 + 2 * t4 + 8);
     qf[ks][3] = ld32(qw + (g + 8) * LD + ks * 16 + 2 * t4 + 8);
+  }
+
+  // Rel-pos bias of this warp's rows (only this warp writes and reads them): zero-fill (rows >= N stay 0),
+  // then one tensor-core pass per distinct qy (rel_h[qy]) and per distinct qx (rel_w[qx]) among its queries.
+  {
+    float* bs_rows = Bs + warp * 16 * SS;
+    for (int i = lane; i < 16 * SS; i += 32) bs_rows[i] = 0.f;
+    __syncwarp();
+    const int qa = q0 + warp * 16;
+    if (qa < p.N) {  // warp-uniform
+      const int nq = min(16, p.N - qa);
+      int qy[2], qx[2];
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        const int q = qa + g + 8 * hh;
+        qy[hh] = q < p.N ? q / p.Sw : -1;  // -1: matches no slice
+        qx[hh] = q < p.N ? q - (q / p.Sw) * p.Sw : -1;
+      }
+      const T* rh = static_cast<const T*>(p.rel_h);
+      const T* rw = static_cast<const T*>(p.rel_w);
+      for (int y = qa / p.Sw; y <= (qa + nq - 1) / p.Sw; ++y) {
+        const bool match[2] = {qy[0] == y, qy[1] == y};
+        bias_pass<T, HD>(rh + static_cast<int64_t>(y) * p.Sh * HD, p.Sh, 0, match, qf, bs_rows, SS, g, t4);
+      }
+      const int nx = min(nq, p.Sw);  // consecutive queries have consecutive qx (mod Sw): nx distinct values
+      for (int i = 0; i < nx; ++i) {
+        const int x = (qa + i) % p.Sw;
+        const bool match[2] = {qx[0] == x, qx[1] == x};
+        bias_pass<T, HD>(rw + static_cast<int64_t>(x) * p.Sw * HD, p.Sw, p.Sh, match, qf, bs_rows, SS, g, t4);
+      }
+    }
+    __syncwarp();
   }
 
   float o[NTO][4];
@@ -237,7 +314,8 @@ __global__ void __launch_bounds__(kMmaThreads) attn_mma_kernel(AttnParams p) {
         const uint32_t addr = smem_u32(Vb + (kk * 16 + ldm_row) * LD + nt * 8 + ldm_col);
         asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                      : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-                     : "r"(addr));
+                     : "r"(addr)
+                     : "memory");  // reads smem filled by cp.async: keep it after the barrier
         mma16816(o[nt], pa[kk], r0, r1, T{});
         mma16816(o[nt + 1], pa[kk], r2, r3, T{});
       }

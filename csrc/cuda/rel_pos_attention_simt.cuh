@@ -29,18 +29,19 @@ __global__ void __launch_bounds__(kSimtThreads) attn_simt_kernel(AttnParams p) {
   const T* bias = static_cast<const T*>(p.bias);
   const int64_t C = p.C, C3 = 3 * static_cast<int64_t>(p.C), hoff = static_cast<int64_t>(head) * hd;
 
-  for (int i = tid; i < kSimtBQ * hd; i += kSimtThreads) {
-    const int qi = i / hd, d = i - qi * hd, q = q0 + qi;
-    float v = 0.f;
+  // Row loads: a warp per row (token address computed once per row), lanes over the head dims.
+  for (int qi = warp; qi < kSimtBQ; qi += kSimtThreads / 32) {
+    const int q = q0 + qi;
+    const T* src = nullptr;  // queries >= N: zeros
     if (q < p.N) {
       bool valid;
       const int64_t tok = token_index(p, z, q, valid);
-      v = to_f(valid ? qkv[tok * C3 + hoff + d] : bias[hoff + d]);
+      src = (valid ? qkv + tok * C3 : bias) + hoff;
     }
-    Qs[i] = v;
+    for (int d = lane; d < hd; d += 32) Qs[qi * hd + d] = src ? to_f(src[d]) : 0.f;
   }
   __syncthreads();
-  rel_bias_tile<T, float, false>(p, Qs, hd, q0, kSimtBQ, Bs, tid, kSimtThreads);
+  rel_bias_tile<T, float>(p, Qs, hd, q0, kSimtBQ, Bs, tid, kSimtThreads);
 
   float o[kSimtQPW][DPL], m[kSimtQPW], l[kSimtQPW];
 #pragma unroll
@@ -55,18 +56,18 @@ __global__ void __launch_bounds__(kSimtThreads) attn_simt_kernel(AttnParams p) {
 
   for (int k0 = 0; k0 < p.N; k0 += kSimtBK) {
     __syncthreads();  // previous tile fully consumed (first pass: Bs written)
-    for (int i = tid; i < kSimtBK * hd; i += kSimtThreads) {
-      const int j = i / hd, d = i - j * hd, key = k0 + j;
-      float kv = 0.f, vv = 0.f;  // keys >= N: zeros (masked below; P = 0 must not meet NaN in V)
+    for (int j = warp; j < kSimtBK; j += kSimtThreads / 32) {
+      const int key = k0 + j;
+      const T* src = nullptr;  // keys >= N: zeros (masked below; P = 0 must not meet NaN in V)
       if (key < p.N) {
         bool valid;
         const int64_t tok = token_index(p, z, key, valid);
-        const T* src = valid ? qkv + tok * C3 + C + hoff + d : bias + C + hoff + d;
-        kv = to_f(src[0]);
-        vv = to_f(src[C]);
+        src = (valid ? qkv + tok * C3 : bias) + C + hoff;  // k; v sits C further, in both
       }
-      Ks[j * (hd + 1) + d] = kv;
-      Vs[j * hd + d] = vv;
+      for (int d = lane; d < hd; d += 32) {
+        Ks[j * (hd + 1) + d] = src ? to_f(src[d]) : 0.f;
+        Vs[j * hd + d] = src ? to_f(src[d + C]) : 0.f;
+      }
     }
     __syncthreads();
 

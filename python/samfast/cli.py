@@ -316,6 +316,9 @@ def _run(fn) -> int:
     except KeyboardInterrupt:
         print("samfast: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `samfast info | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (FileNotFoundError, CheckpointError, ValueError, TypeError, ImportError) as e:
         if debug:
             raise

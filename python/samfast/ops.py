@@ -445,7 +445,8 @@ def _amg_nms_op(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     if boxes.is_cuda:
         count = torch.zeros(1, dtype=torch.int64, device=boxes.device)
         order = torch.sort(scores, descending=True, stable=True)[1]
-        refs = [tensor_ref(t) for t in (boxes, order, idxs, keep, count)]
+        mask = torch.empty((len(boxes), (len(boxes) + 63) // 64), dtype=torch.int64, device=boxes.device)
+        refs = [tensor_ref(t) for t in (boxes, order, idxs, mask, keep, count)]
         _C.amg_nms_cuda(*refs, iou_threshold, cuda_stream(boxes))
         return keep, count
     n = _C.amg_nms_cpu(tensor_ref(boxes), tensor_ref(scores), tensor_ref(idxs), tensor_ref(keep), iou_threshold)

@@ -78,6 +78,7 @@ class _Track:
     low_res: torch.Tensor                # 1x256x256 logits
     score: float
     empty: bool                          # the mask has no pixels
+    size: Tuple[int, int]                # (H, W) of the frame the box refers to
 
 
 def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
@@ -317,7 +318,7 @@ class Session:
         dets = self._detections(ids, masks, scores, low_res)
         if self.track_enabled:
             for d, box, lr, s, e in zip(dets, self._last_boxes, low_res, scores.tolist(), self._last_empty):
-                self.tracks[d.object_id] = _Track(box, lr, s, e)
+                self.tracks[d.object_id] = _Track(box, lr, s, e, orig)
             self._prune()
         return dets
 
@@ -333,13 +334,17 @@ class Session:
         if not self.tracks:
             return []
         ids = sorted(self.tracks)
-        boxes = torch.stack([self.tracks[i].box for i in ids])                      # Bx4 frame pixels
-        boxes_t = self.predictor.transform.apply_boxes_torch(boxes, self._current.original_size)
+        orig = self._current.original_size
+        scale = [torch.tensor([orig[1] / t.size[1], orig[0] / t.size[0]] * 2, device=t.box.device)
+                 if t.size != orig else None for t in (self.tracks[i] for i in ids)]   # frame size changed
+        boxes = torch.stack([self.tracks[i].box if sc is None else self.tracks[i].box * sc
+                             for i, sc in zip(ids, scale)])                          # Bx4 frame pixels
+        boxes_t = self.predictor.transform.apply_boxes_torch(boxes, orig)
         mask_in = torch.stack([self.tracks[i].low_res for i in ids]) if self.use_mask_input else None
         masks, scores, low_res = self._decode(None, None, boxes_t, mask_in, False)
         dets = self._detections(ids, masks, scores, low_res)
         for d, box, lr, s, e in zip(dets, self._last_boxes, low_res, scores.tolist(), self._last_empty):
-            self.tracks[d.object_id] = _Track(box, lr, s, e)
+            self.tracks[d.object_id] = _Track(box, lr, s, e, orig)
         self._prune()
         return [d for d in dets if d.object_id in self.tracks]
 

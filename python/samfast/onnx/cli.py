@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decoder: also output stability_scores and areas")
     p.add_argument("--gelu-approximate", action="store_true", help="tanh GELU (e.g. for TensorRT)")
     p.add_argument("--static", action="store_true",
-                   help="static shapes (decoder: 5 points; encoder --preprocess: fixed image size)")
+                   help="decoder: static number of points (5; pad with (0, 0) points labelled -1)")
     p.add_argument("--preprocess", action="store_true",
                    help="encoder: uint8 HxWx3 input, resize/normalise/pad in the graph (no antialias)")
     p.add_argument("--no-check", action="store_true", help="skip onnx.checker / shape inference")

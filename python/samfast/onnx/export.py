@@ -232,8 +232,9 @@ def export_onnx(
     opset: >= 17. dtype: torch.float32 or torch.float16 (fp16 weights/activations, float32 I/O).
     return_single_mask / use_stability_score / return_extra_metrics: as the official export script
       (decoder only). gelu_approximate: tanh GELU (faster on some runtimes, e.g. TensorRT).
-    dynamic: decoder: dynamic number of points N; encoder with preprocess: dynamic H, W.
-      dynamic=False fixes N = 5 (decoder) for runtimes that want static shapes.
+    dynamic: decoder: dynamic number of points N (official); dynamic=False fixes N = 5 for
+      runtimes that want static shapes (pad prompts with (0, 0) points labelled -1). The encoder
+      input is static [1, 3, S, S]; with preprocess its H and W are always dynamic.
     preprocess: encoder only: take a uint8 [H, W, 3] RGB image and resize/normalise/pad in-graph.
     check: run `onnx.checker.check_model` and `onnx.shape_inference.infer_shapes` on the result.
     The model is copied; `model` itself is not modified. Needs `pip install onnx` (for `check`);
@@ -271,7 +272,7 @@ def export_onnx(
         if preprocess:
             g = torch.Generator().manual_seed(0)
             args = (torch.randint(0, 256, (s * 3 // 4, s + s // 4, 3), generator=g).to(torch.uint8),)
-            dyn = {"image": {0: "height", 1: "width"}} if dynamic else {}
+            dyn = {"image": {0: "height", 1: "width"}}
         else:
             args = (torch.randn(1, 3, s, s),)
             dyn = {}

@@ -18,6 +18,13 @@ multimask_output: a decoder exported with return_single_mask=False (recommended,
 return_single_mask=True picks one mask in-graph (official rule: token 0 when the prompt has more
 than 2 points counting the padding point / box corners, else the best of tokens 1..3); `predict`
 returns that single mask whatever multimask_output says.
+
+Caveat for official graphs: segment-anything 1.0's exporter (the PyPI release) bakes the crop to
+the pre-padded size in as a constant from its dummy input (1500x2250, issue #56), so its decoder
+is only right for 2:3 images; graphs from `samfast.export_onnx` follow `orig_im_size`.
+
+Providers: default TensorRT > CUDA > CPU, as available. TensorRT builds an engine per new input
+shape (slow first calls); pass providers=["CUDAExecutionProvider", "CPUExecutionProvider"] to skip it.
 """
 from __future__ import annotations
 
@@ -145,9 +152,7 @@ class OnnxPredictor:
                                    if "samfast.pixel_mean" in meta else _DEFAULT_MEAN, np.float32).reshape(3, 1, 1)
         self.pixel_std = np.array([float(v) for v in meta["samfast.pixel_std"].split(",")]
                                   if "samfast.pixel_std" in meta else _DEFAULT_STD, np.float32).reshape(3, 1, 1)
-        out = self.decoder.get_outputs()
-        self._out_names = [o.name for o in out]
-        self.single_mask_decoder = out[0].shape[1] == 1
+        self._out_names = [o.name for o in self.decoder.get_outputs()]
         self.reset_image()
 
     # ------------------------------------------------------------------ raw graph calls (validated)
@@ -270,7 +275,7 @@ class OnnxPredictor:
         }
         outs = list(self.run_decoder(feeds).values())
         masks, iou, low_res = outs[0], outs[1], outs[-1]
-        if not self.single_mask_decoder:
+        if masks.shape[1] > 1:  # all mask tokens (return_single_mask=False): slice like SamPredictor
             sl = slice(1, None) if multimask_output else slice(0, 1)
             masks, iou, low_res = masks[:, sl], iou[:, sl], low_res[:, sl]
         if not return_logits:

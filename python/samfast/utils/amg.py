@@ -64,15 +64,16 @@ class MaskData:
                 self._stats[k] = [v[i] for i in keep_np.tolist()]
 
     def cat(self, new_stats: "MaskData") -> None:
+        """Appends new_stats' columns (shallow: new_stats must not be modified afterwards)."""
         for k, v in new_stats.items():
             if k not in self._stats or self._stats[k] is None:
-                self._stats[k] = deepcopy(v)
+                self._stats[k] = list(v) if isinstance(v, list) else v
             elif isinstance(v, torch.Tensor):
                 self._stats[k] = torch.cat([self._stats[k], v], dim=0)
             elif isinstance(v, np.ndarray):
                 self._stats[k] = np.concatenate([self._stats[k], v], axis=0)
             else:
-                self._stats[k] = self._stats[k] + deepcopy(v)
+                self._stats[k] = self._stats[k] + list(v)
 
     def to_numpy(self) -> None:
         for k, v in self._stats.items():
