@@ -24,6 +24,7 @@ import torch
 
 import samfast
 from samfast import ops
+from samfast.utils import amg as samfast_amg
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
@@ -65,7 +66,9 @@ def bench_end_to_end(args, off_model, sf_model, image):
     kw = dict(points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
               crop_n_layers=args.crop_n_layers, output_mode=args.output_mode)
     if not args.checkpoint:
-        kw.update(pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=args.box_nms_thresh)
+        kw.update(pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    kw["box_nms_thresh"] = args.box_nms_thresh if args.box_nms_thresh is not None else (
+        0.7 if args.checkpoint else 1.0)
     off_model.to(args.device)
     gens = {"official": OfficialGenerator(off_model, **kw),
             "samfast": samfast.SamAutomaticMaskGenerator(sf_model, progress=False, **kw)}
@@ -112,9 +115,9 @@ def bench_ops(args, h, w):
     pair("stability_score", lambda: A.calculate_stability_score(logits, 0.0, 1.0),
          lambda: ops.stability_score(logits, 0.0, 1.0))
     pair("mask_to_box", lambda: A.batched_mask_to_box(masks), lambda: ops.mask_to_box(masks))
-    pair("rle_encode", lambda: A.mask_to_rle_pytorch(masks), lambda: samfast.utils.amg.mask_to_rle(masks))
+    pair("rle_encode", lambda: A.mask_to_rle_pytorch(masks), lambda: samfast_amg.mask_to_rle(masks))
     rles = A.mask_to_rle_pytorch(masks)
-    pair("rle_decode", lambda: [A.rle_to_mask(x) for x in rles], lambda: samfast.utils.amg.rles_to_masks(rles))
+    pair("rle_decode", lambda: [A.rle_to_mask(x) for x in rles], lambda: samfast_amg.rles_to_masks(rles))
     try:
         import torchvision.ops as tvo
 
@@ -129,7 +132,7 @@ def bench_ops(args, h, w):
     try:
         from pycocotools import mask as mask_utils  # noqa: F401
 
-        pair("coco_rle", lambda: [A.coco_encode_rle(x) for x in rles], lambda: samfast.utils.amg.coco_encode_rles(rles))
+        pair("coco_rle", lambda: [A.coco_encode_rle(x) for x in rles], lambda: samfast_amg.coco_encode_rles(rles))
     except ImportError:
         pass
     return {"masks": n, "height": h, "width": w, "ops": res}
@@ -144,7 +147,8 @@ def main(argv=None):
     p.add_argument("--points-per-side", type=int, default=16)
     p.add_argument("--points-per-batch", type=int, default=64)
     p.add_argument("--crop-n-layers", type=int, default=0)
-    p.add_argument("--box-nms-thresh", type=float, default=0.7)
+    p.add_argument("--box-nms-thresh", type=float, default=None,
+                   help="default 0.7 with --checkpoint, 1.0 (keep all) with random weights")
     p.add_argument("--output-mode", default="binary_mask", choices=["binary_mask", "uncompressed_rle", "coco_rle"])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--op-repeats", type=int, default=5)

@@ -89,9 +89,13 @@ void rle_encode_op(const TensorRef& masks,    // [N, H, W] bool
   check_tensor(masks, "masks", {-1, -1, -1}, {DType::Bool});
   check_tensor(offsets, "offsets", {masks.size(0) + 1}, {DType::Int64});
   check_offsets(offsets, counts);
-  py::gil_scoped_release nogil;
-  cpu::rle_encode(masks.data<uint8_t>(), masks.size(0), masks.size(1), masks.size(2), offsets.data<int64_t>(),
-                  counts.data<int64_t>());
+  try {
+    py::gil_scoped_release nogil;
+    cpu::rle_encode(masks.data<uint8_t>(), masks.size(0), masks.size(1), masks.size(2), offsets.data<int64_t>(),
+                    counts.data<int64_t>());
+  } catch (const std::invalid_argument& e) {
+    throw ShapeError(e.what());
+  }
 }
 
 void rle_decode_op(const TensorRef& counts,   // [T] int64

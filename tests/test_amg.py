@@ -76,8 +76,8 @@ def test_matches_official_with_filters_and_nms(setup):
 
 
 def test_matches_official_with_crops(setup):
-    a, b = run_both(setup, points_per_side=4, crop_n_layers=1, box_nms_thresh=1.0, output_mode="uncompressed_rle",
-                    **LOW)
+    a, b = run_both(setup, points_per_side=4, crop_n_layers=1, box_nms_thresh=1.0, crop_nms_thresh=1.0,
+                    output_mode="uncompressed_rle", **LOW)
     assert_same_masks(a, b, min_count=40)
 
 
@@ -195,6 +195,29 @@ def test_output_modes_agree(setup):
         seg = rc["segmentation"]
         dec = mask_utils.decode({"size": seg["size"], "counts": seg["counts"].encode()})
         assert np.array_equal(dec.astype(bool), rb["segmentation"])
+
+
+def test_progress_bar_only_on_a_tty(monkeypatch):
+    import io
+
+    from samfast.automatic_mask_generator import _make_bar, _NoBar
+
+    pytest.importorskip("tqdm")
+
+    class TTY(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert isinstance(_make_bar(True, 3, "x"), _NoBar) and isinstance(_make_bar(None, 3, "x"), _NoBar)
+    tty = TTY()
+    monkeypatch.setattr(sys, "stderr", tty)
+    assert isinstance(_make_bar(False, 3, "x"), _NoBar)
+    bar = _make_bar(None, 3, "amg-test")
+    assert not isinstance(bar, _NoBar)
+    bar.update(3)
+    bar.close()
+    assert "amg-test" in tty.getvalue()
 
 
 def test_progress_and_argument_errors(setup, capsys):

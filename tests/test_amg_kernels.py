@@ -279,3 +279,26 @@ def test_cuda_ops_match_cpu():
         counts, offsets = ops.rle_encode(m.to(dev))
         want_c, want_o = ops.rle_encode(m)
         assert torch.equal(counts.cpu(), want_c) and torch.equal(offsets.cpu(), want_o), case
+
+
+def test_custom_ops_pass_opcheck():
+    m = torch.randn(4, 9, 11)
+    b = m > 0.3
+    c, o = ops.rle_encode(b)
+    bx = _random_boxes(20, 0)
+    cases = [(ops._amg_stability_op, (m, 1.0, -1.0)), (ops._amg_mask_to_box_op, (b,)),
+             (ops._amg_nms_op, (bx, torch.rand(20), torch.zeros(20, dtype=torch.int64), 0.5)),
+             (ops._amg_rle_encode_op, (b,)), (ops._amg_rle_decode_op, (c, o, 9, 11)), (ops._amg_rle_area_op, (c, o)),
+             (ops._amg_coco_op, (c, o)), (ops._amg_remove_small_regions_op, (b, 3.0, True))]
+    for op, args in cases:
+        torch.library.opcheck(op, args)
+
+
+def test_rle_encode_rejects_wrong_offsets():
+    m = torch.zeros(2, 3, 3, dtype=torch.bool)
+    m[0, 1, 1] = True  # 3 counts; mask 1 has 1
+    for bad in ([0, 2, 3], [0, 3, 5]):
+        offsets = torch.tensor(bad)
+        counts = torch.empty(int(offsets[-1]), dtype=torch.int64)
+        with pytest.raises(ValueError, match="rle_count"):
+            _C.amg_rle_encode_cpu(ops.tensor_ref(m), ops.tensor_ref(offsets), ops.tensor_ref(counts))

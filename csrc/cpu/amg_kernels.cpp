@@ -222,26 +222,39 @@ void rle_count(const uint8_t* masks, int64_t N, int64_t H, int64_t W, int64_t* l
 void rle_encode(const uint8_t* masks, int64_t N, int64_t H, int64_t W, const int64_t* offsets,
                 int64_t* counts) {
   const int64_t HW = H * W;
+  int64_t bad = -1;  // a mask whose slot size differs from its number of counts
 #pragma omp parallel
   {
     std::vector<uint8_t> col(HW);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t n = 0; n < N; ++n) {
       int64_t* c = counts + offsets[n];
-      if (HW == 0) { c[0] = 0; continue; }
-      transpose(masks + n * HW, col.data(), H, W);
+      const int64_t cap = offsets[n + 1] - offsets[n];
       int64_t k = 0;
-      uint8_t cur = col[0];
-      if (cur) c[k++] = 0;
-      int64_t start = 0;
-      while (start < HW) {
-        const int64_t end = next_diff(col.data(), start, HW, cur);
-        c[k++] = end - start;
-        start = end;
-        cur ^= 1;
+      if (HW == 0) {
+        if (cap >= 1) c[k++] = 0;
+      } else {
+        transpose(masks + n * HW, col.data(), H, W);
+        uint8_t cur = col[0];
+        if (cur && k < cap) c[k++] = 0;
+        int64_t start = 0;
+        while (start < HW && k < cap) {
+          const int64_t end = next_diff(col.data(), start, HW, cur);
+          c[k++] = end - start;
+          start = end;
+          cur ^= 1;
+        }
+        if (start < HW) k = cap + 1;  // ran out of room
+      }
+      if (k != cap) {
+#pragma omp critical(samfast_rle_encode)
+        bad = n;
       }
     }
   }
+  if (bad >= 0)
+    throw std::invalid_argument("rle_encode: offsets do not match the masks' run counts (mask " +
+                                std::to_string(bad) + "); compute them with rle_count");
 }
 
 void rle_decode(const int64_t* counts, const int64_t* offsets, int64_t N, int64_t H, int64_t W, uint8_t* out) {

@@ -41,19 +41,47 @@ inline int64_t ceil_div(int64_t x, int64_t m) { return (x + m - 1) / m; }
 // compiler vectorises them for the baseline ISA)
 // ---------------------------------------------------------------------------------------------
 
+// Baseline register blocks use GCC/Clang 4-wide vector extensions (SSE2 on x86-64, NEON on aarch64):
+// 6 rows x 8 columns = 12 named accumulators, so they stay in registers.
+typedef float v4f __attribute__((vector_size(16)));
+inline v4f ld4(const float* p) { v4f v; std::memcpy(&v, p, sizeof(v)); return v; }
+inline void st4(float* p, v4f v) { std::memcpy(p, &v, sizeof(v)); }
+
+#define SAMFAST_BLOCK6x8(ACC_INIT, A_OF, B_PTR, NITER, STORE_ROW)                                        \
+  {                                                                                                    \
+    v4f c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;                                    \
+    ACC_INIT(0, c00, c01) ACC_INIT(1, c10, c11) ACC_INIT(2, c20, c21)                                  \
+    ACC_INIT(3, c30, c31) ACC_INIT(4, c40, c41) ACC_INIT(5, c50, c51)                                  \
+    for (int64_t it = 0; it < (NITER); ++it) {                                                         \
+      const float* bp = (B_PTR);                                                                       \
+      const v4f b0 = ld4(bp), b1 = ld4(bp + 4);                                                        \
+      v4f a;                                                                                           \
+      a = v4f{} + A_OF(0); c00 += a * b0; c01 += a * b1;                                               \
+      a = v4f{} + A_OF(1); c10 += a * b0; c11 += a * b1;                                               \
+      a = v4f{} + A_OF(2); c20 += a * b0; c21 += a * b1;                                               \
+      a = v4f{} + A_OF(3); c30 += a * b0; c31 += a * b1;                                               \
+      a = v4f{} + A_OF(4); c40 += a * b0; c41 += a * b1;                                               \
+      a = v4f{} + A_OF(5); c50 += a * b0; c51 += a * b1;                                               \
+    }                                                                                                  \
+    STORE_ROW(0, c00, c01) STORE_ROW(1, c10, c11) STORE_ROW(2, c20, c21)                               \
+    STORE_ROW(3, c30, c31) STORE_ROW(4, c40, c41) STORE_ROW(5, c50, c51)                               \
+  }
+
 void qk_base(const float* Qs, int64_t rows, int64_t hd, const float* Kt, int64_t Tk, int64_t nk, float* S) {
-  const int64_t nk16 = round_up(nk, 16);
-  for (int64_t r0 = 0; r0 < rows; r0 += MR) {
-    for (int64_t j = 0; j < nk16; j += 16) {
-      float c[MR][16] = {};
-      for (int64_t d = 0; d < hd; ++d) {
-        const float* k = Kt + j * hd + d * 16;
-        for (int64_t i = 0; i < MR; ++i) {
-          const float a = Qs[(r0 + i) * hd + d];
-          for (int t = 0; t < 16; ++t) c[i][t] += a * k[t];
-        }
+  for (int64_t j = 0; j < nk; j += 16) {
+    const float* panel = Kt + j * hd;  // [hd, 16]
+    for (int64_t r0 = 0; r0 < rows; r0 += MR) {
+      const float* q = Qs + r0 * hd;
+      for (int h = 0; h < 16; h += 8) {
+        float* s = S + r0 * Tk + j + h;
+#define QK_INIT(i, x, y) x = v4f{}; y = v4f{};
+#define QK_A(i) q[(i) * hd + it]
+#define QK_STORE(i, x, y) st4(s + (i) * Tk, x); st4(s + (i) * Tk + 4, y);
+        SAMFAST_BLOCK6x8(QK_INIT, QK_A, panel + it * 16 + h, hd, QK_STORE)
+#undef QK_INIT
+#undef QK_A
+#undef QK_STORE
       }
-      for (int64_t i = 0; i < MR; ++i) std::memcpy(S + (r0 + i) * Tk + j, c[i], sizeof(c[i]));
     }
   }
 }
@@ -61,7 +89,9 @@ void qk_base(const float* Qs, int64_t rows, int64_t hd, const float* Kt, int64_t
 // exp for x <= 0, branch-free polynomial (same as the AVX2 one) so the loop vectorises.
 inline float exp_poly(float x) {
   x = std::min(std::max(x, -87.3f), 88.3f);
-  const float fx = std::floor(x * 1.44269504088896341f + 0.5f);
+  const float y0 = x * 1.44269504088896341f + 0.5f;
+  const float tr = static_cast<float>(static_cast<int32_t>(y0));  // floor without SSE4.1 roundps
+  const float fx = tr > y0 ? tr - 1.f : tr;
   x = x - fx * 0.693359375f - fx * -2.12194440e-4f;
   float y = 1.9875691500E-4f;
   y = y * x + 1.3981999507E-3f;
@@ -72,6 +102,28 @@ inline float exp_poly(float x) {
   y = y * (x * x) + x + 1.0f;
   const int32_t e = (static_cast<int32_t>(fx) + 127) << 23;
   float p;
+  std::memcpy(&p, &e, sizeof(p));
+  return y * p;
+}
+
+typedef int32_t v4i __attribute__((vector_size(16)));
+inline v4f exp_v4(v4f x) {  // exp_poly, 4 lanes
+  const v4f lo = v4f{} - 87.3f, hi = v4f{} + 88.3f;
+  x = x < lo ? lo : x;
+  x = x > hi ? hi : x;
+  const v4f y0 = x * 1.44269504088896341f + 0.5f;
+  const v4f tr = __builtin_convertvector(__builtin_convertvector(y0, v4i), v4f);
+  const v4f fx = tr > y0 ? tr - 1.f : tr;
+  x = x - fx * 0.693359375f - fx * -2.12194440e-4f;
+  v4f y = v4f{} + 1.9875691500E-4f;
+  y = y * x + 1.3981999507E-3f;
+  y = y * x + 8.3334519073E-3f;
+  y = y * x + 4.1665795894E-2f;
+  y = y * x + 1.6666665459E-1f;
+  y = y * x + 5.0000001201E-1f;
+  y = y * (x * x) + x + 1.0f;
+  const v4i e = (__builtin_convertvector(fx, v4i) + 127) << 23;
+  v4f p;
   std::memcpy(&p, &e, sizeof(p));
   return y * p;
 }
@@ -96,8 +148,15 @@ void softmax_base(float* S, int64_t Tk, int64_t nk, int64_t rows, const float* b
     }
     const float m_new = std::max(m[r], mx);
     const float a = std::exp(m[r] - m_new);
-    float sum = 0.f;
-    for (int64_t j = 0; j < nk; ++j) {
+    v4f vsum = v4f{};
+    int64_t j = 0;
+    for (; j + 4 <= nk; j += 4) {
+      const v4f p = exp_v4(ld4(s + j) - m_new);
+      st4(s + j, p);
+      vsum += p;
+    }
+    float sum = (vsum[0] + vsum[1]) + (vsum[2] + vsum[3]);
+    for (; j < nk; ++j) {
       const float p = exp_poly(s[j] - m_new);
       s[j] = p;
       sum += p;
@@ -110,21 +169,24 @@ void softmax_base(float* S, int64_t Tk, int64_t nk, int64_t rows, const float* b
 
 void pv_base(const float* P, int64_t Tk, int64_t nk, const float* V, int64_t hdp, float* O, const float* alpha,
              int64_t rows) {
-  for (int64_t r = 0; r < rows; ++r) {
-    float* o = O + r * hdp;
-    const float a = alpha[r];
-    for (int64_t d = 0; d < hdp; ++d) o[d] *= a;
-    const float* p = P + r * Tk;
-    for (int64_t d0 = 0; d0 < hdp; d0 += 16) {
-      float acc[16];
-      std::memcpy(acc, o + d0, sizeof(acc));
-      const float* v = V + d0 * Tk;
-      for (int64_t j = 0; j < nk; ++j)
-        for (int t = 0; t < 16; ++t) acc[t] += p[j] * v[j * 16 + t];
-      std::memcpy(o + d0, acc, sizeof(acc));
+  for (int64_t d0 = 0; d0 < hdp; d0 += 16) {
+    const float* panel = V + d0 * Tk;  // [Tk, 16]
+    for (int64_t r0 = 0; r0 < rows; r0 += MR) {
+      const float* p = P + r0 * Tk;
+      for (int h = 0; h < 16; h += 8) {
+        float* o = O + r0 * hdp + d0 + h;
+#define PV_INIT(i, x, y) x = ld4(o + (i) * hdp) * alpha[r0 + (i)]; y = ld4(o + (i) * hdp + 4) * alpha[r0 + (i)];
+#define PV_A(i) p[(i) * Tk + it]
+#define PV_STORE(i, x, y) st4(o + (i) * hdp, x); st4(o + (i) * hdp + 4, y);
+        SAMFAST_BLOCK6x8(PV_INIT, PV_A, panel + it * 16 + h, nk, PV_STORE)
+#undef PV_INIT
+#undef PV_A
+#undef PV_STORE
+      }
     }
   }
 }
+#undef SAMFAST_BLOCK6x8
 
 void rel_dots_base(const float* q, const float* rel, int64_t n, int64_t hd, float* out) {
   for (int64_t k = 0; k < n; ++k) {

@@ -197,6 +197,8 @@ __global__ void rle_encode_kernel(const uint8_t* __restrict__ masks, int64_t H, 
   const int64_t HW = H * W;
   const uint8_t* m = masks + blockIdx.x * HW;
   int64_t* c = counts + offsets[blockIdx.x];
+  const int64_t cap = offsets[blockIdx.x + 1] - offsets[blockIdx.x];  // block-uniform
+  if (cap < 1) return;
   if (HW == 0) {
     if (threadIdx.x == 0) c[0] = 0;
     return;
@@ -211,13 +213,13 @@ __global__ void rle_encode_kernel(const uint8_t* __restrict__ masks, int64_t H, 
     const int flag = q < HW && colmajor(m, q, H, W) != colmajor(m, q - 1, H, W);
     int off, agg;
     Scan(scan_tmp).ExclusiveSum(flag, off, agg);
-    if (flag) c[lead + K + off] = q;
+    if (flag && lead + K + off < cap - 1) c[lead + K + off] = q;  // guard: offsets must come from rle_count
     K += agg;
     __syncthreads();
   }
   __shared__ int64_t carry;
   if (threadIdx.x == 0) carry = 0;
-  const int64_t last = lead + K;  // slot of the final run
+  const int64_t last = min(lead + K, cap - 1);  // slot of the final run
   for (int64_t base = lead; base <= last; base += blockDim.x) {
     const int64_t s = base + threadIdx.x;
     int64_t cur = 0, prev = 0;

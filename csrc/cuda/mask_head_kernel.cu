@@ -127,7 +127,8 @@ __global__ void __launch_bounds__(kMhThreads)
   for (int c2 = 0; c2 < kC2; ++c2) u[c2] = gelu_erf(u[c2]);
   if (p >= npix) return;  // no barrier below
   const int pix = pix0 + p, y = pix / w, x = pix - y * w;
-  const int oy = 4 * y + 2 * (s >> 1) + (e >> 1), ox = 4 * x + 2 * (s & 1) + (e & 1);
+  const int64_t oy = 4 * static_cast<int64_t>(y) + 2 * (s >> 1) + (e >> 1);
+  const int64_t ox = 4 * static_cast<int64_t>(x) + 2 * (s & 1) + (e & 1);
   const int64_t OH = 4 * static_cast<int64_t>(h), OW = 4 * static_cast<int64_t>(w);
   T* outp = out + (static_cast<int64_t>(b) * M * OH + oy) * OW + ox;
   for (int m = 0; m < M; ++m) {

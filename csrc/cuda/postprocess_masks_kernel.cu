@@ -10,10 +10,11 @@ namespace {
 
 // PyTorch's source index for align_corners=False without a scale factor: scale = in / out (float),
 // src = max(scale * (dst + 0.5) - 0.5, 0), i0 = floor(src), i1 = min(i0 + 1, in - 1), w1 = src - i0.
-// __fmul_rn / __fsub_rn keep nvcc from contracting into an FMA (PyTorch rounds both steps).
+// __fmul_rn / __fsub_rn keep nvcc from contracting into an FMA (PyTorch rounds both steps); __fdiv_rn
+// keeps --use_fast_math from turning in / out into div.approx (PyTorch's scale is the IEEE quotient).
 __device__ __forceinline__ void linear_taps(int dst, int in_size, int out_size, int& i0, int& i1, float& w0,
                                             float& w1) {
-  const float scale = static_cast<float>(in_size) / static_cast<float>(out_size);
+  const float scale = __fdiv_rn(static_cast<float>(in_size), static_cast<float>(out_size));
   float src = __fsub_rn(__fmul_rn(scale, static_cast<float>(dst) + 0.5f), 0.5f);
   src = fmaxf(src, 0.f);
   i0 = min(static_cast<int>(src), in_size - 1);  // min: guards float rounding at the far edge
@@ -53,6 +54,7 @@ __global__ void __launch_bounds__(256)
   composite_taps(ox, W0, iw, S, w, cx, wx);
   const int64_t plane_in = static_cast<int64_t>(h) * w, plane_out = static_cast<int64_t>(H0) * W0;
   const int64_t opix = static_cast<int64_t>(oy) * W0 + ox;
+  const float thr_t = to_f(from_f<T>(thr));
   for (int64_t pl = blockIdx.z; pl < planes; pl += gridDim.z) {
     const T* mp = masks + pl * plane_in;
     float v = 0.f;
@@ -65,8 +67,8 @@ __global__ void __launch_bounds__(256)
       v = fmaf(wy[i], r, v);
     }
     const T vt = from_f<T>(v);
-    if constexpr (BIN) {
-      static_cast<unsigned char*>(out)[pl * plane_out + opix] = to_f(vt) > thr ? 1 : 0;
+    if constexpr (BIN) {  // thr_t: torch compares a T tensor with a Python float rounded to T
+      static_cast<unsigned char*>(out)[pl * plane_out + opix] = to_f(vt) > thr_t ? 1 : 0;
     } else {
       static_cast<T*>(out)[pl * plane_out + opix] = vt;
     }

@@ -45,8 +45,12 @@ class _NoBar:
 
 
 def _make_bar(progress: Optional[bool], total: int, desc: str):
-    """tqdm bar when progress is True, or None and stderr is a TTY; a no-op otherwise."""
-    if progress is False or (progress is None and not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())):
+    """tqdm bar on stderr unless progress is False or stderr is not a TTY; a no-op otherwise."""
+    try:
+        tty = sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    if progress is False or not tty:
         return _NoBar()
     try:
         from tqdm.auto import tqdm
@@ -77,8 +81,8 @@ class SamAutomaticMaskGenerator:
         progress: Optional[bool] = None,
     ) -> None:
         """See segment_anything.SamAutomaticMaskGenerator for every argument. Differences: coco_rle
-        needs no pycocotools and min_mask_region_area > 0 no cv2 (native kernels); `progress` shows a
-        tqdm bar over crops x point batches (None: only when stderr is a TTY)."""
+        needs no pycocotools and min_mask_region_area > 0 no cv2 (native kernels); `progress` (True /
+        None) shows a tqdm bar over crops x point batches when stderr is a TTY and tqdm is installed."""
         if (points_per_side is None) == (point_grids is None):
             raise ValueError("Exactly one of points_per_side or point_grids must be provided.")
         if points_per_side is not None:

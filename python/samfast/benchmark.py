@@ -253,6 +253,22 @@ def _onnx_cases(model, image: np.ndarray, dtype: torch.dtype, device: torch.devi
     }
 
 
+def check_device(device: str) -> torch.device:
+    """'cpu' | 'cuda' | 'cuda:N' -> torch.device, or a ValueError that says why it cannot be used."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"--device: expected cpu, cuda or cuda:N, got {device!r}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device: expected cpu, cuda or cuda:N, got {device!r}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: no CUDA GPU is visible (torch.cuda.is_available() is False)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    return dev
+
+
 def run_benchmark(arch: str = "vit_b", device: str = "cpu", dtype: str = "fp32", checkpoint: Optional[str] = None,
                   config: Optional[str] = None, runs: int = 10, warmup: int = 2,
                   image_size: Tuple[int, int] = (480, 640), compare: bool = False, progress: bool = True,
@@ -269,9 +285,7 @@ def run_benchmark(arch: str = "vit_b", device: str = "cpu", dtype: str = "fp32",
     h, w = (int(v) for v in image_size)
     if h < 1 or w < 1:
         raise ValueError(f"--image-size must be positive, got {h},{w}")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA GPU is visible (torch.cuda.is_available() is False)")
+    dev = check_device(device)
     tdt = DTYPES[dtype]
     arch_or_cfg = parse_config(config) if config else arch
     if arch_or_cfg == "auto" and checkpoint is None:
@@ -289,12 +303,14 @@ def run_benchmark(arch: str = "vit_b", device: str = "cpu", dtype: str = "fp32",
     notes = result["notes"]
     from .predictor import SamPredictor
 
+    log(f"timing samfast ({runs} runs + {warmup} warm-up per case)")
     result["engines"]["samfast"] = _run_cases("samfast", _predictor_cases(SamPredictor(model), image, dev),
                                               dev, runs, warmup, progress)
     if compare:
         try:
             from segment_anything import SamPredictor as OfficialPredictor
 
+            log("timing official segment_anything (same weights)")
             off = official_from_samfast(model)
             ctx = contextlib.nullcontext if tdt == torch.float32 else \
                 (lambda: torch.autocast(dev.type, dtype=tdt))
@@ -308,11 +324,11 @@ def run_benchmark(arch: str = "vit_b", device: str = "cpu", dtype: str = "fp32",
             notes.append("official: segment_anything is not installed; skipped")
         except Exception as e:  # noqa: BLE001  (a comparison must not kill the benchmark)
             notes.append(f"official: failed ({type(e).__name__}: {e}); skipped")
-        result["engines"].update(_bench_onnx(model, image, tdt, dev, runs, warmup, progress, notes))
+        result["engines"].update(_bench_onnx(model, image, tdt, dev, runs, warmup, progress, notes, log))
     return result
 
 
-def _bench_onnx(model, image, tdt, dev, runs, warmup, progress, notes) -> Dict:
+def _bench_onnx(model, image, tdt, dev, runs, warmup, progress, notes, log=lambda s: None) -> Dict:
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
@@ -329,11 +345,13 @@ def _bench_onnx(model, image, tdt, dev, runs, warmup, progress, notes) -> Dict:
         notes.append(f"onnxruntime: samfast.onnx export not available ({e}); skipped")
         return {}
     try:
+        log("exporting ONNX (samfast.export_onnx) and timing onnxruntime")
         with tempfile.TemporaryDirectory(prefix="samfast-bench-") as tmp:
             cases = _onnx_cases(model, image, tdt, dev, tmp)
             res = _run_cases("onnxruntime", cases, torch.device("cpu") if dev.type == "cpu" else dev,
                              runs, warmup, progress)
-        notes.append("onnxruntime: official ONNX decoder contract (batch 1): decoder_64box = 64 runs")
+        notes.append("onnxruntime: official ONNX decoder contract (batch 1): decoder_64box = 64 runs; its peak "
+                     "RSS includes memory the process kept after the ONNX export")
         return {"onnxruntime": res}
     except Exception as e:  # noqa: BLE001
         notes.append(f"onnxruntime: failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "

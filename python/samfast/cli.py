@@ -104,13 +104,13 @@ def add_bench_args(b: argparse.ArgumentParser) -> None:
 
 
 def cmd_bench(args, out=print) -> int:
-    from . import benchmark
-
     size = _image_size(args.image_size)
-    if args.plot:
-        benchmark.check_plot_available()
     if args.checkpoint and not os.path.exists(args.checkpoint):
         raise FileNotFoundError(f"checkpoint not found: {args.checkpoint!r}")
+    from . import benchmark   # imports torch: after the cheap checks
+
+    if args.plot:
+        benchmark.check_plot_available()
     if args.threads:
         import torch
 
@@ -180,6 +180,8 @@ def cmd_segment(args, out=print) -> int:
     from . import benchmark
     from .api import load
     from .predictor import SamPredictor
+
+    benchmark.check_device(args.device)
 
     model = load(args.arch, args.checkpoint, args.device, benchmark.DTYPES[args.dtype])
     pred = SamPredictor(model)
@@ -308,10 +310,6 @@ def _run(fn) -> int:
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
     debug = os.environ.get("SAMFAST_DEBUG", "") not in ("", "0")
     try:
-        from .build_sam import CheckpointError
-    except ImportError:  # pragma: no cover
-        CheckpointError = ValueError
-    try:
         return fn()
     except KeyboardInterrupt:
         print("samfast: interrupted", file=sys.stderr)
@@ -319,12 +317,14 @@ def _run(fn) -> int:
     except BrokenPipeError:  # e.g. `samfast info | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (FileNotFoundError, CheckpointError, ValueError, TypeError, ImportError) as e:
+    except (FileNotFoundError, ValueError, TypeError, ImportError) as e:  # samfast.CheckpointError is a ValueError
         if debug:
             raise
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if isinstance(e, FileNotFoundError) and e.filename and e.filename not in msg:
             msg = f"{msg}: {e.filename!r}"
-        kind = "" if isinstance(e, (UsageError, CheckpointError, FileNotFoundError, ImportError)) else f"{type(e).__name__}: "
+        plain = type(e) is ValueError or type(e).__name__ == "CheckpointError" or \
+            isinstance(e, (UsageError, FileNotFoundError, ImportError))
+        kind = "" if plain else f"{type(e).__name__}: "
         print(f"samfast: error: {kind}{msg}", file=sys.stderr)
         return 2

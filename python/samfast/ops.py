@@ -441,7 +441,7 @@ def batched_nms_reference(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_thres
 
 @torch.library.custom_op("samfast::amg_nms", mutates_args=())
 def _amg_nms_op(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> tuple[Tensor, Tensor]:
-    keep = torch.empty(len(boxes), dtype=torch.int64, device=boxes.device)
+    keep = torch.zeros(len(boxes), dtype=torch.int64, device=boxes.device)  # zeros: deterministic tail
     if boxes.is_cuda:
         count = torch.zeros(1, dtype=torch.int64, device=boxes.device)
         order = torch.sort(scores, descending=True, stable=True)[1]
@@ -698,7 +698,7 @@ def coco_rle_strings_reference(counts: Tensor, offsets: Tensor) -> list:
 
 @torch.library.custom_op("samfast::amg_coco_rle_strings", mutates_args=())
 def _amg_coco_op(counts: Tensor, offsets: Tensor) -> tuple[Tensor, Tensor]:
-    chars = torch.empty(7 * counts.shape[0], dtype=torch.uint8)
+    chars = torch.zeros(7 * counts.shape[0], dtype=torch.uint8)  # zeros: deterministic unused bytes
     lengths = torch.empty(offsets.shape[0] - 1, dtype=torch.int64)
     _C.amg_coco_rle_strings_cpu(tensor_ref(counts), tensor_ref(offsets), tensor_ref(chars), tensor_ref(lengths))
     return chars, lengths

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from copy import deepcopy
-from itertools import product
+from itertools import chain, product
 from typing import Any, Dict, Generator, ItemsView, List, Sequence, Tuple
 
 import numpy as np
@@ -202,9 +202,12 @@ def _split_rles(counts: torch.Tensor, offsets: torch.Tensor, h: int, w: int) -> 
 
 
 def _join_rles(rles: Sequence[Dict[str, Any]]) -> Tuple[torch.Tensor, torch.Tensor]:
-    lens = [0] + [len(r["counts"]) for r in rles]
-    flat = [v for r in rles for v in r["counts"]]
-    return torch.tensor(flat, dtype=torch.int64), torch.tensor(lens, dtype=torch.int64).cumsum(0)
+    """-> (counts [T], offsets [N + 1]) int64."""
+    lens = np.fromiter((len(r["counts"]) for r in rles), dtype=np.int64, count=len(rles))
+    flat = np.fromiter(chain.from_iterable(r["counts"] for r in rles), dtype=np.int64, count=int(lens.sum()))
+    offsets = np.zeros(len(rles) + 1, dtype=np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    return torch.from_numpy(flat), torch.from_numpy(offsets)
 
 
 def mask_to_rle(masks: torch.Tensor) -> List[Dict[str, Any]]:
