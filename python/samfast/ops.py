@@ -55,11 +55,22 @@ def has_kernel(name: str) -> bool:
     return hasattr(_C, name)
 
 
-def use_kernel(name: str, *tensors: Tensor) -> bool:
-    """True when the kernel backend is selected and `_C` has `name_{cpu|cuda}` for these tensors."""
+_FLOAT_KERNEL_DTYPES = {
+    "cpu": (torch.float32, torch.bfloat16),
+    "cuda": (torch.float32, torch.float16, torch.bfloat16),
+}
+
+
+def use_kernel(name: str, *tensors: Tensor, float_op: bool = False) -> bool:
+    """True when the kernel backend is selected and `_C` has `name_{cpu|cuda}` for these tensors.
+
+    float_op: the kernel takes floating-point data in the dtypes its device supports (CPU: float32,
+    bfloat16; CUDA: also float16); other dtypes run the PyTorch reference."""
     if _backend != "kernels":
         return False
     dev = "cuda" if tensors and tensors[0].is_cuda else "cpu"
+    if float_op and tensors and tensors[0].dtype not in _FLOAT_KERNEL_DTYPES[dev]:
+        return False
     return hasattr(_C, f"{name}_{dev}")
 
 
@@ -206,7 +217,7 @@ def rel_pos_attention(
 ) -> Tensor:
     """See `rel_pos_attention_reference` for the contract. Kernel when available, else reference."""
     _check_attention_args(qkv, qkv_bias, rel_h, rel_w, num_heads, window_size)
-    if use_kernel("rel_pos_attention", qkv):
+    if use_kernel("rel_pos_attention", qkv, float_op=True):
         qkv, qkv_bias, rel_h, rel_w = (t.contiguous() for t in (qkv, qkv_bias, rel_h, rel_w))
         return _rel_pos_attention_op(qkv, qkv_bias, rel_h, rel_w, num_heads, window_size)
     return rel_pos_attention_reference(qkv, qkv_bias, rel_h, rel_w, num_heads, window_size)
@@ -282,7 +293,7 @@ def _(src, w1, b1, ln_w, ln_b, w2, b2, hyper_in):
 def mask_head(src, w1, b1, ln_w, ln_b, w2, b2, hyper_in) -> Tensor:
     """Fused decoder upsampling + dynamic mask head; see `mask_head_reference` for shapes."""
     _check_mask_head_args(src, w1, b1, ln_w, ln_b, w2, b2, hyper_in)
-    if use_kernel("mask_head", src) and src.dtype in (torch.float32, torch.bfloat16):
+    if use_kernel("mask_head", src, float_op=True):
         args = [t.contiguous() for t in (src, w1, b1, ln_w, ln_b, w2, b2, hyper_in)]
         return _mask_head_op(*args)
     return mask_head_reference(src, w1, b1, ln_w, ln_b, w2, b2, hyper_in)
@@ -340,7 +351,7 @@ def postprocess_masks(
     _check(0 < ih <= img_size and 0 < iw <= img_size, ValueError,
            f"input_size {tuple(input_size)} must lie within img_size {img_size}")
     _check(oh > 0 and ow > 0, ValueError, f"original_size must be positive, got {tuple(original_size)}")
-    if use_kernel("postprocess_masks", masks) and masks.dtype in (torch.float32, torch.bfloat16):
+    if use_kernel("postprocess_masks", masks, float_op=True):
         return _postprocess_masks_op(masks.contiguous(), img_size, ih, iw, oh, ow,
                                      0.0 if threshold is None else float(threshold), threshold is not None)
     return postprocess_masks_reference(masks, img_size, (ih, iw), (oh, ow), threshold)
@@ -403,7 +414,7 @@ def _(tokens, w0, b0, w1, b1, w2, b2):
 def hypernet_mlps(tokens, w0, b0, w1, b1, w2, b2) -> Tensor:
     """All mask tokens' hypernetwork MLPs at once; see `hypernet_mlps_reference` for shapes."""
     _check_hypernet_args(tokens, w0, b0, w1, b1, w2, b2)
-    if use_kernel("hypernet_mlps", tokens):
+    if use_kernel("hypernet_mlps", tokens, float_op=True):
         args = [t.contiguous() for t in (tokens, w0, b0, w1, b1, w2, b2)]
         return _hypernet_mlps_op(*args)
     return hypernet_mlps_reference(tokens, w0, b0, w1, b1, w2, b2)
