@@ -132,7 +132,11 @@ def bench_ops(args, h, w):
     try:
         from pycocotools import mask as mask_utils  # noqa: F401
 
+        # from list-count RLEs (both pay the Python-int conversion) ...
         pair("coco_rle", lambda: [A.coco_encode_rle(x) for x in rles], lambda: samfast_amg.coco_encode_rles(rles))
+        # ... and from masks, as each generator does it (samfast keeps counts as numpy internally)
+        pair("masks_to_coco_rle", lambda: [A.coco_encode_rle(x) for x in A.mask_to_rle_pytorch(masks)],
+             lambda: samfast_amg.coco_encode_rles(samfast_amg.mask_to_rle(masks, as_list=False)))
     except ImportError:
         pass
     return {"masks": n, "height": h, "width": w, "ops": res}

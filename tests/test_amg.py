@@ -166,7 +166,7 @@ def test_matches_official_min_mask_region_area(setup, monkeypatch):
         import cv2  # noqa: F401
     except ImportError:
         monkeypatch.setitem(sys.modules, "cv2", _fake_cv2())
-    a, b = run_both_synthetic(setup, points_per_side=4, min_mask_region_area=25, pred_iou_thresh=0.2,
+    a, b = run_both_synthetic(setup, points_per_side=3, min_mask_region_area=25, pred_iou_thresh=0.2,
                               stability_score_thresh=0.3, output_mode="uncompressed_rle")
     assert_identical(a, b, min_count=5)
 
@@ -182,6 +182,7 @@ def test_output_modes_agree(setup):
         seg = rb["segmentation"]
         assert seg.dtype == bool and seg.shape == image.shape[:2]
         assert np.array_equal(seg, off_rle_to_mask(ru["segmentation"]))
+        assert type(ru["segmentation"]["counts"]) is list and ru["segmentation"]["size"] == list(seg.shape)
         assert rb["area"] == ru["area"] == rc["area"] == int(seg.sum())
         assert isinstance(rc["segmentation"]["counts"], str) and rc["segmentation"]["size"] == list(seg.shape)
         assert {k: v for k, v in rb.items() if k != "segmentation"} == {k: v for k, v in rc.items()

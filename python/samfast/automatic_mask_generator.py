@@ -27,6 +27,7 @@ from .utils.amg import (
     generate_crop_boxes,
     is_box_near_crop_edge,
     mask_to_rle,
+    rle_counts_to_list,
     rles_to_masks,
     uncrop_boxes_xyxy,
     uncrop_masks,
@@ -138,7 +139,7 @@ class SamAutomaticMaskGenerator:
         elif self.output_mode == "binary_mask":
             segmentations = list(rles_to_masks(rles).numpy()) if rles else []
         else:
-            segmentations = rles
+            segmentations = [rle_counts_to_list(r) for r in rles]
 
         anns = []
         for idx in range(len(segmentations)):
@@ -230,7 +231,7 @@ class SamAutomaticMaskGenerator:
         if not torch.all(keep):
             masks, iou_preds, point_t, stability, boxes = (
                 masks[keep], iou_preds[keep], point_t[keep.cpu()], stability[keep], boxes[keep])
-        rles = mask_to_rle(uncrop_masks(masks, crop_box, orig_h, orig_w))
+        rles = mask_to_rle(uncrop_masks(masks, crop_box, orig_h, orig_w), as_list=False)
         return MaskData(iou_preds=iou_preds, points=point_t, stability_score=stability, boxes=boxes, rles=rles)
 
     @staticmethod
@@ -247,7 +248,7 @@ class SamAutomaticMaskGenerator:
         keep = ops.batched_nms(boxes.float(), scores, torch.zeros(len(boxes), dtype=torch.int64), nms_thresh)
         redo = [int(i) for i in keep.tolist() if scores[i] == 0.0]
         if redo:
-            new_rles = mask_to_rle(masks[redo])
+            new_rles = mask_to_rle(masks[redo], as_list=False)
             for i, rle in zip(redo, new_rles):
                 mask_data["rles"][i] = rle
                 mask_data["boxes"][i] = boxes[i].numpy() if isinstance(mask_data["boxes"], np.ndarray) else boxes[i]

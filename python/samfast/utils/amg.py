@@ -196,25 +196,43 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, i
 # -------------------------------------------------------------------------------------------- RLE
 
 
-def _split_rles(counts: torch.Tensor, offsets: torch.Tensor, h: int, w: int) -> List[Dict[str, Any]]:
-    c, o = counts.cpu().tolist(), offsets.cpu().tolist()
+def _split_rles(counts: torch.Tensor, offsets: torch.Tensor, h: int, w: int, as_list: bool = True
+                ) -> List[Dict[str, Any]]:
+    """Flat (counts [T], offsets [N + 1]) -> N RLE dicts; counts as lists (official format) or as int64
+    numpy arrays (as_list=False: samfast's internal form, cheap to join again)."""
+    if as_list:
+        c, o = counts.cpu().tolist(), offsets.cpu().tolist()
+        return [{"size": [h, w], "counts": c[o[i]: o[i + 1]]} for i in range(len(o) - 1)]
+    c, o = counts.cpu().numpy(), offsets.cpu().tolist()
     return [{"size": [h, w], "counts": c[o[i]: o[i + 1]]} for i in range(len(o) - 1)]
 
 
 def _join_rles(rles: Sequence[Dict[str, Any]]) -> Tuple[torch.Tensor, torch.Tensor]:
-    """-> (counts [T], offsets [N + 1]) int64."""
-    lens = np.fromiter((len(r["counts"]) for r in rles), dtype=np.int64, count=len(rles))
-    flat = np.fromiter(chain.from_iterable(r["counts"] for r in rles), dtype=np.int64, count=int(lens.sum()))
+    """N RLE dicts (counts as lists or numpy arrays) -> (counts [T], offsets [N + 1]) int64."""
+    if all(isinstance(r["counts"], np.ndarray) for r in rles):
+        parts = [r["counts"].astype(np.int64, copy=False) for r in rles]
+        flat = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        lens = np.fromiter((len(p) for p in parts), dtype=np.int64, count=len(parts))
+    else:
+        lens = np.fromiter((len(r["counts"]) for r in rles), dtype=np.int64, count=len(rles))
+        flat = np.fromiter(chain.from_iterable(r["counts"] for r in rles), dtype=np.int64, count=int(lens.sum()))
     offsets = np.zeros(len(rles) + 1, dtype=np.int64)
     np.cumsum(lens, out=offsets[1:])
     return torch.from_numpy(flat), torch.from_numpy(offsets)
 
 
-def mask_to_rle(masks: torch.Tensor) -> List[Dict[str, Any]]:
-    """bool [N, H, W] -> N uncompressed RLEs (same as the official `mask_to_rle_pytorch`)."""
+def rle_counts_to_list(rle: Dict[str, Any]) -> Dict[str, Any]:
+    """RLE with list counts (the official format) from one with numpy counts."""
+    c = rle["counts"]
+    return {"size": list(rle["size"]), "counts": c.tolist() if isinstance(c, np.ndarray) else list(c)}
+
+
+def mask_to_rle(masks: torch.Tensor, as_list: bool = True) -> List[Dict[str, Any]]:
+    """bool [N, H, W] -> N uncompressed RLEs (same as the official `mask_to_rle_pytorch`); with
+    as_list=False the counts are int64 numpy arrays."""
     _, h, w = masks.shape
     counts, offsets = ops.rle_encode(masks)
-    return _split_rles(counts, offsets, h, w)
+    return _split_rles(counts, offsets, h, w, as_list)
 
 
 mask_to_rle_pytorch = mask_to_rle
@@ -237,7 +255,8 @@ def rle_to_mask(rle: Dict[str, Any]) -> np.ndarray:
 
 
 def area_from_rle(rle: Dict[str, Any]) -> int:
-    return int(sum(rle["counts"][1::2]))
+    c = rle["counts"]
+    return int(c[1::2].sum()) if isinstance(c, np.ndarray) else int(sum(c[1::2]))
 
 
 def coco_encode_rles(rles: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
