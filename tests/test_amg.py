@@ -239,7 +239,7 @@ def test_progress_and_argument_errors(setup, capsys):
 
 
 def _cli(*args, cwd):
-    env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "python") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ)  # the samfast under test: installed, or the dev tree via the caller's PYTHONPATH
     return subprocess.run([sys.executable, "-m", "samfast.amg_cli", *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
 

@@ -136,8 +136,15 @@ def test_errors_through_ops():
         ops.rel_pos_attention(qkv, bias[:-1], rel_h, rel_w, 2, 4)
     with pytest.raises(TypeError, match="rel_w"):
         ops.rel_pos_attention(qkv, bias, rel_h, rel_w.double(), 2, 4)
-    with pytest.raises(TypeError, match="qkv: expected dtype"):  # consistent but unsupported dtype: C++ check
-        ops.rel_pos_attention(*[t.half() for t in (qkv, bias, rel_h, rel_w)], 2, 4)
+    # a consistent dtype the CPU kernel does not take (float16) runs the PyTorch reference instead
+    half = [t.half() for t in (qkv, bias, rel_h, rel_w)]
+    out = ops.rel_pos_attention(*half, 2, 4)
+    assert out.dtype == torch.float16
+    torch.testing.assert_close(out, ops.rel_pos_attention_reference(*half, 2, 4))
+    with pytest.raises(TypeError, match="qkv: expected dtype"):  # the C++ side rejects it itself
+        _C.rel_pos_attention_cpu(*[ops.tensor_ref(t) for t in half],
+                                         ops.tensor_ref(torch.empty(qkv.shape[:3] + (qkv.shape[3] // 3,),
+                                                                    dtype=torch.float16)), 2, 4)
 
 
 def test_errors_direct_c():

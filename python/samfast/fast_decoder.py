@@ -66,28 +66,31 @@ def _t2i(attn: Attention, q_tok: Tensor, k_img: Tensor, v_img: Tensor,
     return F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
 
 
-def _i2t(attn: Attention, q_img: Tensor, k_tok: Tensor, v_tok: Tensor, cached_q: Optional[Tensor] = None) -> Tensor:
-    """Image->token attention. q_img [B|1, N, C]; k_tok, v_tok [B, T, C] -> [B, N, C] (before residual)."""
+def _i2t(attn: Attention, norm: torch.nn.LayerNorm, x: Tensor, q_img: Optional[Tensor], k_tok: Tensor,
+         v_tok: Tensor, cached_q: Optional[Tensor] = None) -> Tensor:
+    """Image->token attention + residual + LayerNorm: norm(x + attn(q_img, k_tok, v_tok)), fused in
+    `ops.image_to_token_attention`. x [B|1, N, C]; q_img [B|1, N, C] (None with cached_q [N, di]);
+    k_tok, v_tok [B, T, C] -> [B, N, C]."""
     B, T, C = k_tok.shape
     H, di = attn.num_heads, attn.internal_dim
     dh = di // H
     scale = 1.0 / math.sqrt(dh)
     kh = F.linear(k_tok, attn.k_proj.weight, attn.k_proj.bias).view(B, T, H, dh)
     vh = F.linear(v_tok, attn.v_proj.weight, attn.v_proj.bias).view(B, T, H, dh)
-    if cached_q is not None:  # [N, di]
-        N = cached_q.shape[0]
-        s = cached_q.view(N, H, dh).permute(1, 0, 2) @ kh.permute(0, 2, 3, 1)  # [B, H, N, T]
-        s = s.permute(0, 2, 1, 3) * scale  # [B, N, H, T]
+    if cached_q is not None:  # [N, di]: q_proj already applied; u block-diagonal over heads [B, di, H*T]
+        eye = torch.eye(H, dtype=kh.dtype, device=kh.device)
+        u = torch.einsum("bthd,hg->bhdgt", kh, eye).reshape(B, di, H * T) * scale
+        cb = kh.new_zeros(B, H * T)
+        q_in = cached_q.unsqueeze(0)
     else:
-        N = q_img.shape[1]
         wq = attn.q_proj.weight.view(H, dh, C)
         u = torch.einsum("bthd,hdc->bcht", kh, wq).reshape(B, C, H * T) * scale
-        c = torch.einsum("hd,bthd->bht", attn.q_proj.bias.view(H, dh), kh).reshape(B, 1, H * T) * scale
-        s = torch.baddbmm(c, q_img.expand(B, -1, -1), u).view(B, N, H, T)
-    p = torch.softmax(s, dim=-1).reshape(B, N, H * T)
+        cb = torch.einsum("hd,bthd->bht", attn.q_proj.bias.view(H, dh), kh).reshape(B, H * T) * scale
+        q_in = q_img
     wo = attn.out_proj.weight.view(C, H, dh)
     r = torch.einsum("bthd,chd->bhtc", vh, wo).reshape(B, H * T, C)
-    return torch.baddbmm(attn.out_proj.bias.expand(B, 1, C), p, r)
+    return ops.image_to_token_attention(q_in, None, u, cb, r, attn.out_proj.bias, x, norm.weight, norm.bias,
+                                        norm.eps, H)
 
 
 class FastMaskDecoder:
@@ -147,9 +150,8 @@ class FastMaskDecoder:
             queries = layer.norm2(queries + _t2i(att, queries + tokens, k_img, x,
                                                  (cache.k0, cache.v0) if use_cache else None))
             queries = layer.norm3(queries + layer.mlp(queries))
-            i2t = _i2t(layer.cross_attn_image_to_token, k_img, queries + tokens, queries,
-                       cache.q0 if use_cache else None)
-            x = layer.norm4(x + i2t)
+            x = _i2t(layer.cross_attn_image_to_token, layer.norm4, x, k_img, queries + tokens, queries,
+                     cache.q0 if use_cache else None)
         att = tr.final_attn_token_to_image
         queries = tr.norm_final_attn(queries + _t2i(att, queries + tokens, x + pe, x))
         iou_pred = dec.iou_prediction_head(queries[:, 0, :])
