@@ -20,7 +20,7 @@ class ResizeLongestSide:
     def apply_image(self, image: np.ndarray) -> np.ndarray:
         """HxWx3 uint8 -> H'xW'x3 uint8 with max(H', W') == target_length."""
         h, w = self.get_preprocess_shape(image.shape[0], image.shape[1], self.target_length)
-        return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((w, h), Image.BILINEAR))
+        return np.array(Image.fromarray(np.ascontiguousarray(image)).resize((w, h), Image.BILINEAR))
 
     def apply_coords(self, coords: np.ndarray, original_size: Tuple[int, ...]) -> np.ndarray:
         """...x2 (x, y) pixel coords in the original image -> coords in the resized image (float64)."""
