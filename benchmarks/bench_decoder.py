@@ -6,7 +6,8 @@ Random weights (latency does not depend on them); the same state_dict is loaded 
 Decoder cases include postprocessing to the original image size (default 768x1024), as a user sees
 it through `predictor.predict(...)` / `predict_torch(...)`; onnxruntime runs the official ONNX
 decoder export (segment_anything.utils.onnx.SamOnnxModel, the `scripts/export_onnx_model.py` graph),
-which also upsamples to the original size inside the graph. Medians over repeats.
+which also upsamples to the original size inside the graph; `samfast_onnx` is samfast's own decoder
+export (`samfast.export_onnx`, same I/O contract) in onnxruntime. Medians over repeats.
 """
 from __future__ import annotations
 
@@ -101,7 +102,7 @@ def main(argv=None) -> dict:
         cells = "  ".join(f"{k}={v:9.2f} ms" for k, v in ms.items())
         ratios = []
         if "samfast" in ms:
-            for other in ("official", "onnxruntime", "official_bf16"):
+            for other in ("official", "onnxruntime", "samfast_onnx"):
                 if other in ms:
                     ratios.append(f"{other}/samfast={ms[other] / ms['samfast']:.2f}x")
         print(f"{name:28s} {cells}  {'  '.join(ratios)}", flush=True)
@@ -130,7 +131,7 @@ def main(argv=None) -> dict:
     ps.original_size, ps.input_size = po.original_size, po.input_size
     ps.features, ps.is_image_set, ps._decoder_cache = po.features.clone(), True, None
 
-    ort_sess = None
+    ort_sess = ort_ours = None
     if not args.no_onnx:
         try:
             import onnxruntime as ort
@@ -140,13 +141,15 @@ def main(argv=None) -> dict:
             so = ort.SessionOptions()
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             ort_sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+            ours_path = samfast.export_onnx(ours, os.path.join(os.path.dirname(path), "samfast_decoder.onnx"))
+            ort_ours = ort.InferenceSession(str(ours_path), so, providers=["CPUExecutionProvider"])
         except Exception as e:  # pragma: no cover - optional
             print(f"onnxruntime skipped: {e}")
     emb_np = po.features.numpy()
 
-    def ort_run(coords, labels):
+    def ort_run(coords, labels, sess=None):
         c = po.transform.apply_coords(coords, (H, W))[None].astype(np.float32)
-        return ort_sess.run(None, {
+        return (sess or ort_sess).run(None, {
             "image_embeddings": emb_np, "point_coords": c, "point_labels": labels[None].astype(np.float32),
             "mask_input": np.zeros((1, 1, 256, 256), np.float32), "has_mask_input": np.zeros(1, np.float32),
             "orig_im_size": np.array([H, W], np.float32)})
@@ -164,6 +167,8 @@ def main(argv=None) -> dict:
         ms = dict(official=timeit(lambda: po.predict(**kw), n), samfast=timeit(lambda: ps.predict(**kw), n))
         if ort_sess is not None and ort_in is not None:
             ms["onnxruntime"] = timeit(lambda: ort_run(*ort_in), n)
+            if ort_ours is not None:
+                ms["samfast_onnx"] = timeit(lambda: ort_run(*ort_in, sess=ort_ours), n)
         row(name, **ms)
 
     boxes = torch.as_tensor(rng.uniform(0, 0.5, size=(64, 2)) * [W, H], dtype=torch.float)
@@ -175,11 +180,13 @@ def main(argv=None) -> dict:
     if ort_sess is not None:
         bnp = boxes.numpy()
 
-        def ort_loop():
+        def ort_loop(sess=None):
             for b in bnp:
-                ort_run(b.reshape(2, 2), np.array([2, 3]))
+                ort_run(b.reshape(2, 2), np.array([2, 3]), sess)
 
         ms["onnxruntime"] = timeit(ort_loop, max(2, nb // 2), 1) / 64
+        if ort_ours is not None:
+            ms["samfast_onnx"] = timeit(lambda: ort_loop(ort_ours), max(2, nb // 2), 1) / 64
     row("64 boxes, per prompt", **ms)
     if args.json:
         with open(args.json, "w") as f:
