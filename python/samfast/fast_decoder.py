@@ -132,7 +132,6 @@ class FastMaskDecoder:
             x = cache.x0  # [1, N, C], shared by the batch
             cached = True
         else:
-            C = cache.x0.shape[-1]
             x = cache.features.to(dt).flatten(2).transpose(1, 2) + dense.to(dt).flatten(2).transpose(1, 2)
             cached = False
         queries = tokens

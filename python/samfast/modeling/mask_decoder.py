@@ -1,5 +1,5 @@
 """SAM mask decoder: two-way transformer + upscaling + hypernetwork MLPs + IoU head."""
-from typing import List, Tuple, Type
+from typing import Tuple, Type
 
 import torch
 from torch import nn
