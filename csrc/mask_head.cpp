@@ -2,6 +2,7 @@
 #include <pybind11/pybind11.h>
 
 #include "cpu/mask_head_kernel.h"
+#include "op_checks.h"
 #include "op_registry.h"
 #include "tensor_ref.h"
 
@@ -23,20 +24,9 @@ void mask_head_cpu_op(const TensorRef& src,       // [B, h, w, C]
       {&src, "src"}, {&w1, "w1"}, {&b1, "b1"}, {&ln_w, "ln_w"}, {&ln_b, "ln_b"},
       {&w2, "w2"}, {&b2, "b2"}, {&hyper_in, "hyper_in"}, {&out, "out"}};
   for (auto& [t, name] : all) check_device(*t, name, /*want_cuda=*/false);
-  check_tensor(src, "src", {-1, -1, -1, -1}, {DType::Float32, DType::BFloat16});
-  const int64_t B = src.size(0), h = src.size(1), w = src.size(2), C = src.size(3);
-  const std::vector<DType> dt = {src.dtype};
-  check_tensor(w1, "w1", {C, -1, 2, 2}, dt);
-  const int64_t C1 = w1.size(1);
-  check_tensor(b1, "b1", {C1}, dt);
-  check_tensor(ln_w, "ln_w", {C1}, dt);
-  check_tensor(ln_b, "ln_b", {C1}, dt);
-  check_tensor(w2, "w2", {C1, -1, 2, 2}, dt);
-  const int64_t C2 = w2.size(1);
-  check_tensor(b2, "b2", {C2}, dt);
-  check_tensor(hyper_in, "hyper_in", {B, -1, C2}, dt);
-  const int64_t M = hyper_in.size(1);
-  check_tensor(out, "out", {B, M, 4 * h, 4 * w}, dt);
+  const MaskHeadDims d = check_mask_head_args(src, w1, b1, ln_w, ln_b, w2, b2, hyper_in, out,
+                                              {DType::Float32, DType::BFloat16});
+  const int64_t B = d.B, h = d.h, w = d.w, C = d.C, C1 = d.C1, C2 = d.C2, M = d.M;
   if (C == 0 || C1 == 0 || C2 == 0) throw ShapeError("mask_head: C, C1 and C2 must be positive");
 
   cpu::MaskHeadArgs a;

@@ -3,9 +3,8 @@
 // Validates every TensorRef (shape / dtype / contiguity / device) before touching memory.
 #include <pybind11/pybind11.h>
 
-#include <string>
-
 #include "cpu/rel_pos_attention_kernel.h"
+#include "op_checks.h"
 #include "op_registry.h"
 #include "tensor_ref.h"
 
@@ -24,20 +23,9 @@ void rel_pos_attention_cpu(const TensorRef& qkv,       // [B, H, W, 3*C]
   for (auto [t, name] : {std::pair{&qkv, "qkv"}, {&qkv_bias, "qkv_bias"}, {&rel_h, "rel_h"},
                          {&rel_w, "rel_w"}, {&out, "out"}})
     samfast::check_device(*t, name, /*want_cuda=*/false);
-  samfast::check_tensor(qkv, "qkv", {-1, -1, -1, -1}, {DType::Float32, DType::BFloat16});
-  const int64_t B = qkv.size(0), H = qkv.size(1), W = qkv.size(2), C3 = qkv.size(3);
-  if (num_heads <= 0 || C3 % (3 * num_heads) != 0)
-    throw samfast::ShapeError("qkv: last dim " + std::to_string(C3) + " must be 3 * num_heads (" +
-                              std::to_string(num_heads) + ") * head_dim");
-  if (window_size < 0)
-    throw samfast::ShapeError("window_size must be >= 0, got " + std::to_string(window_size));
-  const int64_t C = C3 / 3, hd = C / num_heads;
-  const int64_t sh = window_size > 0 ? window_size : H, sw = window_size > 0 ? window_size : W;
+  const samfast::AttnDims d = samfast::check_rel_pos_attention_args(
+      qkv, qkv_bias, rel_h, rel_w, &out, num_heads, window_size, {DType::Float32, DType::BFloat16});
   const DType dt = qkv.dtype;
-  samfast::check_tensor(qkv_bias, "qkv_bias", {C3}, {dt});
-  samfast::check_tensor(rel_h, "rel_h", {sh, sh, hd}, {dt});
-  samfast::check_tensor(rel_w, "rel_w", {sw, sw, hd}, {dt});
-  samfast::check_tensor(out, "out", {B, H, W, C}, {dt});
 
   samfast::cpu::RelPosAttentionArgs a;
   a.qkv = reinterpret_cast<const void*>(qkv.ptr);
@@ -46,7 +34,7 @@ void rel_pos_attention_cpu(const TensorRef& qkv,       // [B, H, W, 3*C]
   a.rel_w = reinterpret_cast<const void*>(rel_w.ptr);
   a.out = reinterpret_cast<void*>(out.ptr);
   a.bf16 = dt == DType::BFloat16;
-  a.B = B; a.H = H; a.W = W; a.C = C; a.num_heads = num_heads; a.window_size = window_size;
+  a.B = d.B; a.H = d.H; a.W = d.W; a.C = d.C; a.num_heads = num_heads; a.window_size = window_size;
   py::gil_scoped_release nogil;
   samfast::cpu::rel_pos_attention(a);
 }

@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "../op_checks.h"
 #include "../op_registry.h"
 #include "../tensor_ref.h"
 #include "kernels.h"
@@ -63,30 +64,13 @@ void check_cuda(const std::vector<std::pair<const TensorRef*, const char*>>& ts)
   check_same_device(ts);
 }
 
-struct AttnDims {
-  int64_t B, H, W, C, hd, Sh, Sw;
-};
-
 AttnDims check_attention(const TensorRef& qkv, const TensorRef& qkv_bias, const TensorRef& rel_h,
                          const TensorRef& rel_w, const TensorRef* out, int num_heads, int window_size) {
-  check_tensor(qkv, "qkv", {-1, -1, -1, -1}, kFloatTypes);
-  AttnDims d{qkv.size(0), qkv.size(1), qkv.size(2), qkv.size(3) / 3, 0, 0, 0};
-  if (num_heads <= 0 || qkv.size(3) % (3 * static_cast<int64_t>(num_heads)) != 0)
-    throw ShapeError("qkv: last dim " + std::to_string(qkv.size(3)) + " must be 3 * num_heads (" +
-                     std::to_string(num_heads) + ") * head_dim");
-  if (window_size < 0) throw ShapeError("window_size must be >= 0, got " + std::to_string(window_size));
-  d.hd = d.C / num_heads;
-  d.Sh = window_size > 0 ? window_size : d.H;
-  d.Sw = window_size > 0 ? window_size : d.W;
-  check_tensor(qkv_bias, "qkv_bias", {3 * d.C}, {qkv.dtype});
-  check_tensor(rel_h, "rel_h", {d.Sh, d.Sh, d.hd}, {qkv.dtype});
-  check_tensor(rel_w, "rel_w", {d.Sw, d.Sw, d.hd}, {qkv.dtype});
+  const AttnDims d =
+      check_rel_pos_attention_args(qkv, qkv_bias, rel_h, rel_w, out, num_heads, window_size, kFloatTypes);
   std::vector<std::pair<const TensorRef*, const char*>> all = {
       {&qkv, "qkv"}, {&qkv_bias, "qkv_bias"}, {&rel_h, "rel_h"}, {&rel_w, "rel_w"}};
-  if (out) {
-    check_tensor(*out, "out", {d.B, d.H, d.W, d.C}, {qkv.dtype});
-    all.push_back({out, "out"});
-  }
+  if (out) all.push_back({out, "out"});
   check_cuda(all);
   return d;
 }
@@ -123,19 +107,9 @@ void mask_head_cuda(const TensorRef& src,       // [B, h, w, C]
                     const TensorRef& hyper_in,  // [B, M, C2]
                     const TensorRef& out,       // [B, M, 4h, 4w]
                     uintptr_t stream) {
-  check_tensor(src, "src", {-1, -1, -1, -1}, kFloatTypes);
-  const int64_t B = src.size(0), h = src.size(1), w = src.size(2), C = src.size(3);
-  check_tensor(w1, "w1", {C, 64, 2, 2}, {src.dtype});  // the kernel is specialised to C1 = 64, C2 = 32
-  const int64_t C1 = w1.size(1);
-  check_tensor(b1, "b1", {C1}, {src.dtype});
-  check_tensor(ln_w, "ln_w", {C1}, {src.dtype});
-  check_tensor(ln_b, "ln_b", {C1}, {src.dtype});
-  check_tensor(w2, "w2", {C1, 32, 2, 2}, {src.dtype});
-  const int64_t C2 = w2.size(1);
-  check_tensor(b2, "b2", {C2}, {src.dtype});
-  check_tensor(hyper_in, "hyper_in", {B, -1, C2}, {src.dtype});
-  const int64_t M = hyper_in.size(1);
-  check_tensor(out, "out", {B, M, 4 * h, 4 * w}, {src.dtype});
+  // the kernel is specialised to SAM's C1 = 64, C2 = 32
+  const MaskHeadDims d = check_mask_head_args(src, w1, b1, ln_w, ln_b, w2, b2, hyper_in, out, kFloatTypes, 64, 32);
+  const int64_t B = d.B, h = d.h, w = d.w, C = d.C, C1 = d.C1, C2 = d.C2, M = d.M;
   check_cuda({{&src, "src"}, {&w1, "w1"}, {&b1, "b1"}, {&ln_w, "ln_w"}, {&ln_b, "ln_b"}, {&w2, "w2"},
               {&b2, "b2"}, {&hyper_in, "hyper_in"}, {&out, "out"}});
   py::gil_scoped_release nogil;
