@@ -18,17 +18,18 @@ from .fast_decoder import DecoderCache, FastMaskDecoder
 
 
 class CudaGraphDecoder:
-    def __init__(self, predictor, max_graphs: int = 32) -> None:
-        self.predictor = predictor
-        self.model = predictor.model
-        self.fast = FastMaskDecoder(self.model)
+    def __init__(self, fast_decoder: FastMaskDecoder, max_graphs: int = 32) -> None:
+        self.fast = fast_decoder
+        self.model = fast_decoder.sam
         self.max_graphs = max_graphs
         self._static_cache: Optional[DecoderCache] = None
+        self._loaded: Optional[DecoderCache] = None  # the image cache now in the static buffers
         self._graphs: Dict[tuple, Tuple[torch.cuda.CUDAGraph, dict, tuple]] = {}
         self._pool = None
 
     def load_cache(self, cache: DecoderCache) -> None:
         """Copy a new image's cache into the static buffers the graphs read."""
+        self._loaded = cache
         if self._static_cache is None or self._static_cache.x0.shape != cache.x0.shape:
             self._static_cache = DecoderCache(*(t.clone() if isinstance(t, Tensor) else t for t in (
                 cache.x0, cache.pe, cache.k0, cache.v0, cache.q0, cache.hw, cache.features)))
@@ -49,8 +50,11 @@ class CudaGraphDecoder:
         return masks, iou, low_res
 
     @torch.no_grad()
-    def __call__(self, coords: Optional[Tensor], labels: Optional[Tensor], boxes: Optional[Tensor],
-                 multimask: bool, input_size, original_size, threshold: Optional[float]):
+    def __call__(self, cache: DecoderCache, coords: Optional[Tensor], labels: Optional[Tensor],
+                 boxes: Optional[Tensor], multimask: bool, input_size, original_size, threshold: Optional[float]):
+        """cache: the current image's `DecoderCache`; prompts in the resized frame (see predict_torch)."""
+        if cache is not self._loaded:
+            self.load_cache(cache)
         key = (None if coords is None else tuple(coords.shape), None if boxes is None else tuple(boxes.shape),
                bool(multimask), tuple(input_size), tuple(original_size), threshold)
         entry = self._graphs.get(key)

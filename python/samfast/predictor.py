@@ -158,25 +158,22 @@ class SamPredictor:
         model = self.model
         dt = model.dtype
         threshold = None if return_logits else model.mask_threshold
-        if self.cuda_graphs and mask_input is None and self.device.type == "cuda" and ops.get_backend() == "kernels":
+        fast = ops.get_backend() == "kernels"
+        if fast and self._decoder_cache is None:
+            self._decoder_cache = self._fast_decoder.prepare(self.features)
+        if fast and self.cuda_graphs and mask_input is None and self.device.type == "cuda":
             if self._graph_decoder is None:
                 from .cuda_graph_decoder import CudaGraphDecoder
 
-                self._graph_decoder = CudaGraphDecoder(self)
-            if self._decoder_cache is None:
-                self._decoder_cache = self._fast_decoder.prepare(self.features)
-                self._graph_decoder.load_cache(self._decoder_cache)
-            return self._graph_decoder(point_coords, point_labels, boxes, multimask_output, self.input_size,
-                                       self.original_size, threshold)
-        if ops.get_backend() == "kernels":
-            # fast path: per-image cache + folded projections + fused mask head (same math)
-            sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-            if self._decoder_cache is None:
-                self._decoder_cache = self._fast_decoder.prepare(self.features)
+                self._graph_decoder = CudaGraphDecoder(self._fast_decoder)
+            return self._graph_decoder(self._decoder_cache, point_coords, point_labels, boxes, multimask_output,
+                                       self.input_size, self.original_size, threshold)
+        sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+        if fast:
+            # per-image cache + folded projections + fused kernels (same math as the module path)
             low_res, iou = self._fast_decoder(self._decoder_cache, sparse,
                                               dense if mask_input is not None else None, multimask_output)
         else:
-            sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
             low_res, iou = model.mask_decoder(
                 image_embeddings=self.features.to(dt),
                 image_pe=model.prompt_encoder.get_dense_pe().to(dt),
