@@ -13,40 +13,12 @@
 #include "../op_registry.h"
 #include "../tensor_ref.h"
 #include "amg_kernels.h"
+#include "binding_utils.h"
 
 namespace py = pybind11;
 
 namespace samfast::cuda::amg {
 namespace {
-
-void* ptr(const TensorRef& t) { return reinterpret_cast<void*>(t.ptr); }
-void* as_stream(uintptr_t s) { return reinterpret_cast<void*>(s); }
-
-class DeviceScope {  // current device = dev for the scope, restored after
- public:
-  explicit DeviceScope(int dev) {
-    if (cudaGetDevice(&prev_) != cudaSuccess) prev_ = -1;
-    if (prev_ != dev) {
-      if (cudaSetDevice(dev) != cudaSuccess) {
-        cudaGetLastError();
-        throw std::runtime_error("samfast CUDA: cannot select device " + std::to_string(dev));
-      }
-      changed_ = true;
-    }
-  }
-  ~DeviceScope() {
-    if (changed_ && prev_ >= 0) cudaSetDevice(prev_);
-  }
-
- private:
-  int prev_ = -1;
-  bool changed_ = false;
-};
-
-void on_cuda(const std::vector<std::pair<const TensorRef*, const char*>>& ts) {
-  for (auto& [t, name] : ts) check_device(*t, name, /*want_cuda=*/true);
-  check_same_device(ts);
-}
 
 void nms_cuda(const TensorRef& boxes,  // [N, 4] float32 / float64 XYXY
               const TensorRef& order,  // [N] int64 visiting order (scores sorted descending, stable)
@@ -62,13 +34,13 @@ void nms_cuda(const TensorRef& boxes,  // [N, 4] float32 / float64 XYXY
   check_tensor(mask, "mask", {N, (N + 63) / 64}, {DType::Int64});
   check_tensor(keep, "keep", {N}, {DType::Int64});
   check_tensor(count, "count", {1}, {DType::Int64});
-  on_cuda({{&boxes, "boxes"}, {&order, "order"}, {&cats, "idxs"}, {&mask, "mask"}, {&keep, "keep"},
+  check_cuda({{&boxes, "boxes"}, {&order, "order"}, {&cats, "idxs"}, {&mask, "mask"}, {&keep, "keep"},
            {&count, "count"}});
   if (N > kNmsMaxBoxes)
     throw ShapeError("boxes: CUDA NMS supports at most " + std::to_string(kNmsMaxBoxes) + " boxes, got " +
                      std::to_string(N));
   py::gil_scoped_release nogil;
-  DeviceScope dev(boxes.device);
+  DeviceGuard dev(boxes.device);
   nms(ptr(boxes), boxes.dtype == DType::Float64, order.data<int64_t>(), cats.data<int64_t>(), N, iou_threshold,
       mask.data<uint64_t>(), keep.data<int64_t>(), count.data<int64_t>(), as_stream(stream));
 }
@@ -78,9 +50,9 @@ void stability_score_cuda(const TensorRef& masks,  // [N, H, W] float32 / bfloat
                           double hi, double lo, uintptr_t stream) {
   check_tensor(masks, "masks", {-1, -1, -1}, {DType::Float32, DType::BFloat16});
   check_tensor(out, "out", {masks.size(0)}, {DType::Float32});
-  on_cuda({{&masks, "masks"}, {&out, "out"}});
+  check_cuda({{&masks, "masks"}, {&out, "out"}});
   py::gil_scoped_release nogil;
-  DeviceScope dev(masks.device);
+  DeviceGuard dev(masks.device);
   stability_score(ptr(masks), masks.dtype == DType::BFloat16, masks.size(0), masks.size(1), masks.size(2),
                   static_cast<float>(hi), static_cast<float>(lo), out.data<float>(), as_stream(stream));
 }
@@ -90,11 +62,11 @@ void mask_to_box_cuda(const TensorRef& masks,  // [N, H, W] bool
                       uintptr_t stream) {
   check_tensor(masks, "masks", {-1, -1, -1}, {DType::Bool});
   check_tensor(out, "out", {masks.size(0), 4}, {DType::Int64});
-  on_cuda({{&masks, "masks"}, {&out, "out"}});
+  check_cuda({{&masks, "masks"}, {&out, "out"}});
   if (masks.size(1) >= (int64_t(1) << 31) || masks.size(2) >= (int64_t(1) << 31))
     throw ShapeError("masks: H and W must be < 2^31");
   py::gil_scoped_release nogil;
-  DeviceScope dev(masks.device);
+  DeviceGuard dev(masks.device);
   mask_to_box(masks.data<uint8_t>(), masks.size(0), masks.size(1), masks.size(2), out.data<int64_t>(),
               as_stream(stream));
 }
@@ -104,9 +76,9 @@ void rle_count_cuda(const TensorRef& masks,    // [N, H, W] bool
                     uintptr_t stream) {
   check_tensor(masks, "masks", {-1, -1, -1}, {DType::Bool});
   check_tensor(lengths, "lengths", {masks.size(0)}, {DType::Int64});
-  on_cuda({{&masks, "masks"}, {&lengths, "lengths"}});
+  check_cuda({{&masks, "masks"}, {&lengths, "lengths"}});
   py::gil_scoped_release nogil;
-  DeviceScope dev(masks.device);
+  DeviceGuard dev(masks.device);
   rle_count(masks.data<uint8_t>(), masks.size(0), masks.size(1), masks.size(2), lengths.data<int64_t>(),
             as_stream(stream));
 }
@@ -118,9 +90,9 @@ void rle_encode_cuda(const TensorRef& masks,    // [N, H, W] bool
   check_tensor(masks, "masks", {-1, -1, -1}, {DType::Bool});
   check_tensor(offsets, "offsets", {masks.size(0) + 1}, {DType::Int64});
   check_tensor(counts, "counts", {-1}, {DType::Int64});
-  on_cuda({{&masks, "masks"}, {&offsets, "offsets"}, {&counts, "counts"}});
+  check_cuda({{&masks, "masks"}, {&offsets, "offsets"}, {&counts, "counts"}});
   py::gil_scoped_release nogil;
-  DeviceScope dev(masks.device);
+  DeviceGuard dev(masks.device);
   rle_encode(masks.data<uint8_t>(), masks.size(0), masks.size(1), masks.size(2), offsets.data<int64_t>(),
              counts.data<int64_t>(), as_stream(stream));
 }

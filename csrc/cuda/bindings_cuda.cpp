@@ -11,6 +11,7 @@
 #include "../op_checks.h"
 #include "../op_registry.h"
 #include "../tensor_ref.h"
+#include "binding_utils.h"
 #include "kernels.h"
 
 namespace py = pybind11;
@@ -27,41 +28,6 @@ Dt to_dt(DType d) {
     case DType::BFloat16: return Dt::BF16;
     default: throw DTypeError(std::string("samfast CUDA kernels: unsupported dtype ") + dtype_name(d));
   }
-}
-
-void* ptr(const TensorRef& t) { return reinterpret_cast<void*>(t.ptr); }
-void* as_stream(uintptr_t s) { return reinterpret_cast<void*>(s); }
-
-// Sets the current device for the scope of a launch, restoring the caller's on exit.
-class DeviceGuard {
- public:
-  explicit DeviceGuard(int dev) {
-    if (cudaGetDevice(&prev_) != cudaSuccess) prev_ = -1;
-    if (prev_ != dev) {
-      cudaError_t e = cudaSetDevice(dev);
-      if (e != cudaSuccess) {
-        cudaGetLastError();
-        throw std::runtime_error(std::string("samfast CUDA: cudaSetDevice(") + std::to_string(dev) +
-                                 "): " + cudaGetErrorString(e));
-      }
-      set_ = true;
-    }
-  }
-  ~DeviceGuard() {
-    if (set_ && prev_ >= 0) cudaSetDevice(prev_);
-  }
-  DeviceGuard(const DeviceGuard&) = delete;
-  DeviceGuard& operator=(const DeviceGuard&) = delete;
-
- private:
-  int prev_ = -1;
-  bool set_ = false;
-};
-
-// check_tensor + CUDA + (for all) same device.
-void check_cuda(const std::vector<std::pair<const TensorRef*, const char*>>& ts) {
-  for (auto& [t, name] : ts) check_device(*t, name, true);
-  check_same_device(ts);
 }
 
 AttnDims check_attention(const TensorRef& qkv, const TensorRef& qkv_bias, const TensorRef& rel_h,

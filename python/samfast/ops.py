@@ -50,10 +50,6 @@ def backend(name: str) -> Iterator[None]:
         set_backend(old)
 
 
-def has_kernel(name: str) -> bool:
-    return hasattr(_C, name)
-
-
 _FLOAT_KERNEL_DTYPES = {
     "cpu": (torch.float32, torch.bfloat16),
     "cuda": (torch.float32, torch.float16, torch.bfloat16),
