@@ -1,7 +1,9 @@
-// Binding: _C.postprocess_masks_cpu(masks, out, img_size, input_h, input_w, threshold, binarize).
+// Bindings: _C.postprocess_masks_cpu(masks, out, img_size, input_h, input_w, threshold, binarize) and
+// _C.postprocess_masks_stats_cpu(...): the binarized resize plus per-mask stability score and box, one pass.
 #include <pybind11/pybind11.h>
 
 #include <string>
+#include <utility>
 
 #include "cpu/postprocess_masks_kernel.h"
 #include "op_registry.h"
@@ -11,6 +13,12 @@ namespace py = pybind11;
 
 namespace samfast {
 namespace {
+
+void check_sizes(int64_t img_size, int64_t input_h, int64_t input_w) {
+  if (img_size <= 0 || input_h <= 0 || input_w <= 0 || input_h > img_size || input_w > img_size)
+    throw ShapeError("input size (" + std::to_string(input_h) + ", " + std::to_string(input_w) +
+                     ") must be positive and within img_size " + std::to_string(img_size));
+}
 
 void postprocess_masks_cpu_op(const TensorRef& masks,  // [B, M, h, w] float32 / bfloat16
                               const TensorRef& out,    // [B, M, H0, W0] masks' dtype, or bool if binarize
@@ -22,9 +30,7 @@ void postprocess_masks_cpu_op(const TensorRef& masks,  // [B, M, h, w] float32 /
   const int64_t B = masks.size(0), M = masks.size(1), h = masks.size(2), w = masks.size(3);
   check_tensor(out, "out", {B, M, -1, -1}, {binarize ? DType::Bool : masks.dtype});
   if (h <= 0 || w <= 0) throw ShapeError("masks: spatial size must be positive, got " + shape_str(masks.shape));
-  if (img_size <= 0 || input_h <= 0 || input_w <= 0 || input_h > img_size || input_w > img_size)
-    throw ShapeError("input size (" + std::to_string(input_h) + ", " + std::to_string(input_w) +
-                     ") must be positive and within img_size " + std::to_string(img_size));
+  check_sizes(img_size, input_h, input_w);
 
   cpu::PostprocessArgs a;
   a.B = B; a.M = M; a.h = h; a.w = w;
@@ -40,7 +46,45 @@ void postprocess_masks_cpu_op(const TensorRef& masks,  // [B, M, h, w] float32 /
   cpu::postprocess_masks_cpu(a);
 }
 
+void postprocess_masks_stats_cpu_op(const TensorRef& masks,      // [N, h, w] float32 low-res logits
+                                    const TensorRef& out,        // [N, H0, W0] bool: value > threshold
+                                    const TensorRef& stability,  // [N] float32
+                                    const TensorRef& boxes,      // [N, 4] int64 XYXY
+                                    int64_t img_size, int64_t input_h, int64_t input_w, double threshold,
+                                    double stab_hi, double stab_lo) {
+  for (auto [t, name] : {std::pair{&masks, "masks"}, {&out, "out"}, {&stability, "stability"}, {&boxes, "boxes"}})
+    check_device(*t, name, /*want_cuda=*/false);
+  check_tensor(masks, "masks", {-1, -1, -1}, {DType::Float32});
+  const int64_t N = masks.size(0), h = masks.size(1), w = masks.size(2);
+  check_tensor(out, "out", {N, -1, -1}, {DType::Bool});
+  check_tensor(stability, "stability", {N}, {DType::Float32});
+  check_tensor(boxes, "boxes", {N, 4}, {DType::Int64});
+  if (h <= 0 || w <= 0) throw ShapeError("masks: spatial size must be positive, got " + shape_str(masks.shape));
+  if (out.size(1) <= 0 || out.size(2) <= 0) throw ShapeError("out: spatial size must be positive, got " + shape_str(out.shape));
+  check_sizes(img_size, input_h, input_w);
+
+  cpu::PostprocessArgs a;
+  a.B = 1; a.M = N; a.h = h; a.w = w;
+  a.img_size = img_size; a.input_h = input_h; a.input_w = input_w;
+  a.H0 = out.size(1); a.W0 = out.size(2);
+  a.masks = masks.data<void>();
+  a.out = out.data<void>();
+  a.out_kind = cpu::MaskOut::Bool;
+  a.threshold = static_cast<float>(threshold);
+  a.stability = stability.data<float>();
+  a.boxes = boxes.data<int64_t>();
+  a.stab_hi = static_cast<float>(stab_hi);
+  a.stab_lo = static_cast<float>(stab_lo);
+  py::gil_scoped_release nogil;
+  cpu::postprocess_masks_cpu(a);
+}
+
 void bind(py::module_& m) {
+  m.def("postprocess_masks_stats_cpu", &postprocess_masks_stats_cpu_op, py::arg("masks"), py::arg("out"),
+        py::arg("stability"), py::arg("boxes"), py::arg("img_size"), py::arg("input_h"), py::arg("input_w"),
+        py::arg("threshold"), py::arg("stab_hi"), py::arg("stab_lo"),
+        "postprocess_masks binarized at threshold plus, in the same pass, each mask's stability score "
+        "(#(v > stab_hi) / #(v > stab_lo)) and XYXY box of v > threshold (zeros when empty).");
   m.def("postprocess_masks_cpu", &postprocess_masks_cpu_op, py::arg("masks"), py::arg("out"),
         py::arg("img_size"), py::arg("input_h"), py::arg("input_w"), py::arg("threshold"),
         py::arg("binarize"),

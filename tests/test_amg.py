@@ -82,34 +82,51 @@ def test_matches_official_with_crops(setup):
 
 
 # Random weights give near-full-image masks, so crops, NMS and small regions are also checked with a
-# synthetic predictor (disks of 3 radii around each point + a texture, scores from the point), installed
-# on both generators: the pipelines must then agree exactly.
+# synthetic decoder (disks of 3 radii around each point + a texture, on the low-res grid; scores from the
+# point), installed on both generators: the pipelines must then agree exactly. The official side gets
+# the low-res logits upsampled by samfast.ops.postprocess_masks (the same floats the fused AMG pass
+# computes), so any difference is in the pipeline, not float rounding; the real-model tests above cover
+# the rounding against the official F.interpolate.
 
 
-def _synthetic_predict(predictor):
+def _synthetic_low_res(predictor, point_coords):
+    S = predictor.model.image_encoder.img_size
+    n = S // 4
+    pts = point_coords[:, 0, :].double()                          # input frame (longest side = S)
+    c = (torch.arange(n, dtype=torch.float64) + 0.5) * (S / n) - 0.5
+    yy, xx = torch.meshgrid(c, c, indexing="ij")
+    texture = 1.5 * torch.sin(xx / 2.1) * torch.cos(yy / 2.9)
+    radii = torch.tensor([0.1, 0.22, 0.4], dtype=torch.float64) * S
+    d = ((xx[None] - pts[:, 0, None, None]) ** 2 + (yy[None] - pts[:, 1, None, None]) ** 2).sqrt()
+    low = ((radii[None, :, None, None] - d[:, None]) / 3 + texture).float()      # [B, 3, n, n]
+    iou = torch.round((pts.sum(1, keepdim=True) * 0.0137 + torch.arange(3) * 0.31) % 1.0, decimals=2).float()
+    return low, iou
+
+
+def _install_synthetic(gen):
+    predictor = gen.predictor
+    if hasattr(predictor, "predict_low_res_torch"):  # samfast: the generator asks for low-res logits
+        def predict_low_res_torch(point_coords, point_labels, boxes=None, mask_input=None, multimask_output=True):
+            return _synthetic_low_res(predictor, point_coords)
+
+        predictor.predict_low_res_torch = predict_low_res_torch
+        return
+
     def predict_torch(point_coords, point_labels, boxes=None, mask_input=None, multimask_output=True,
                       return_logits=False):
-        h, w = predictor.original_size
-        ih, iw = predictor.input_size
-        pts = point_coords[:, 0, :].double() * torch.tensor([w / iw, h / ih], dtype=torch.float64)
-        yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
-                                indexing="ij")
-        texture = 1.5 * torch.sin(xx / 2.1) * torch.cos(yy / 2.9)
-        radii = torch.tensor([0.1, 0.22, 0.4], dtype=torch.float64) * max(h, w)
-        d = ((xx[None] - pts[:, 0, None, None]) ** 2 + (yy[None] - pts[:, 1, None, None]) ** 2).sqrt()
-        logits = ((radii[None, :, None, None] - d[:, None]) / 3 + texture).float()
-        iou = torch.round((pts.sum(1, keepdim=True) * 0.0137 + torch.arange(3) * 0.31) % 1.0, decimals=2).float()
-        low = torch.zeros(len(pts), 3, 64, 64)
+        low, iou = _synthetic_low_res(predictor, point_coords)
+        logits = samfast.ops.postprocess_masks(low, predictor.model.image_encoder.img_size, predictor.input_size,
+                                               predictor.original_size)
         return (logits if return_logits else logits > 0), iou, low
 
-    return predict_torch
+    predictor.predict_torch = predict_torch
 
 
 def run_both_synthetic(setup, **kw):
     off_model, sf_model, _, image = setup
     out = []
     for gen in (official.SamAutomaticMaskGenerator(off_model, **kw), samfast.SamAutomaticMaskGenerator(sf_model, **kw)):
-        gen.predictor.predict_torch = _synthetic_predict(gen.predictor)
+        _install_synthetic(gen)
         out.append(gen.generate(image))
     return out
 
@@ -133,6 +150,20 @@ def test_pipeline_matches_official_synthetic(setup, kw):
     assert_identical(a, b, min_count=5)
     if kw.get("crop_n_layers"):
         assert len({tuple(r["crop_box"]) for r in b}) > 1
+
+
+def test_fused_pass_chunking_keeps_the_same_masks(setup, monkeypatch):
+    """Memory-bounded chunks of the fused mask pass (here one mask per chunk) change nothing."""
+    import samfast.automatic_mask_generator as amg_mod
+
+    _, sf_model, _, image = setup
+    kw = dict(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.3, box_nms_thresh=1.0,
+              output_mode="uncompressed_rle")
+    want = samfast.SamAutomaticMaskGenerator(sf_model, **kw).generate(image)
+    monkeypatch.setattr(amg_mod, "FUSED_PASS_BYTES", 1)
+    got = samfast.SamAutomaticMaskGenerator(sf_model, **kw).generate(image)
+    assert len(want) > 0
+    assert_identical(want, got)
 
 
 def _fake_cv2():

@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <array>
+#include <climits>
+#include <cstdint>
 #include <vector>
 
 #include "cpu/cpu_features.h"
@@ -183,6 +185,71 @@ SAMFAST_AVX2 void threshold_avx2(const float* src, int64_t W0, float thr, uint8_
 }
 #endif
 
+// Statistics of one output row: counts above the stability thresholds, first / last column > thr.
+struct RowStats {
+  int32_t n_hi = 0, n_lo = 0, x0 = -1, x1 = -1;
+};
+
+inline void threshold_stats_base(const float* src, int64_t W0, float thr, float hi, float lo, uint8_t* dst,
+                                 RowStats& st, int64_t X = 0) {
+  for (; X < W0; ++X) {
+    const float v = src[X];
+    const bool on = v > thr;
+    dst[X] = on;
+    st.n_hi += v > hi;
+    st.n_lo += v > lo;
+    if (on) {
+      if (st.x0 < 0) st.x0 = static_cast<int32_t>(X);
+      st.x1 = static_cast<int32_t>(X);
+    }
+  }
+}
+
+#if SAMFAST_X86
+SAMFAST_AVX2 void threshold_stats_avx2(const float* src, int64_t W0, float thr, float hi, float lo, uint8_t* dst,
+                                       RowStats& st) {
+  const __m256 t = _mm256_set1_ps(thr), th = _mm256_set1_ps(hi), tl = _mm256_set1_ps(lo);
+  int64_t X = 0;
+  for (; X + 8 <= W0; X += 8) {
+    const __m256 v = _mm256_loadu_ps(src + X);
+    const int m = _mm256_movemask_ps(_mm256_cmp_ps(v, t, _CMP_GT_OQ));
+    st.n_hi += __builtin_popcount(_mm256_movemask_ps(_mm256_cmp_ps(v, th, _CMP_GT_OQ)));
+    st.n_lo += __builtin_popcount(_mm256_movemask_ps(_mm256_cmp_ps(v, tl, _CMP_GT_OQ)));
+    std::memcpy(dst + X, &kBoolLut[m], 8);
+    if (m) {
+      if (st.x0 < 0) st.x0 = static_cast<int32_t>(X + __builtin_ctz(m));
+      st.x1 = static_cast<int32_t>(X + 31 - __builtin_clz(m));
+    }
+  }
+  threshold_stats_base(src, W0, thr, hi, lo, dst, st, X);
+}
+#endif
+
+// Reduce the per-row statistics of each plane into its stability score and XYXY box.
+void reduce_plane_stats(const std::vector<RowStats>& rs, int64_t planes, int64_t H0, float* stability,
+                        int64_t* boxes) {
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < planes; ++p) {
+    int64_t n_hi = 0, n_lo = 0, x0 = INT64_MAX, x1 = -1, y0 = -1, y1 = -1;
+    for (int64_t Y = 0; Y < H0; ++Y) {
+      const RowStats& r = rs[p * H0 + Y];
+      n_hi += r.n_hi;
+      n_lo += r.n_lo;
+      if (r.x0 >= 0) {
+        if (y0 < 0) y0 = Y;
+        y1 = Y;
+        x0 = std::min<int64_t>(x0, r.x0);
+        x1 = std::max<int64_t>(x1, r.x1);
+      }
+    }
+    // float32 division of the counts, as torch's int32 / int32 true division (0 / 0 -> NaN)
+    stability[p] = static_cast<float>(n_hi) / static_cast<float>(n_lo);
+    int64_t* b = boxes + p * 4;
+    if (y0 < 0) { b[0] = b[1] = b[2] = b[3] = 0; }
+    else { b[0] = x0; b[1] = y0; b[2] = x1; b[3] = y1; }
+  }
+}
+
 // Per-thread cache of x-interpolated low-res rows, keyed by global low-res row id (plane * h + k).
 struct RowCache {
   static constexpr int kSlots = 8;
@@ -209,6 +276,8 @@ void postprocess_masks_cpu(const PostprocessArgs& a) {
   // Output rows (over all planes) in chunks of kChunk, scheduled dynamically: robust when a thread
   // is descheduled, and each chunk re-computes only the few x-interpolated rows it starts with.
   const int64_t total = planes * H0, kChunk = 32, nchunks = (total + kChunk - 1) / kChunk;
+  const bool stats = a.out_kind == MaskOut::Bool && a.stability != nullptr && a.boxes != nullptr;
+  std::vector<RowStats> row_stats(stats ? total : 0);
 #pragma omp parallel
   {
     RowCache cache;
@@ -258,7 +327,13 @@ void postprocess_masks_cpu(const PostprocessArgs& a) {
       if (avx2) ycombine_avx2(rows, wy, n, W0, dstf); else
 #endif
       ycombine_base(rows, wy, n, W0, dstf);
-      if (a.out_kind == MaskOut::Bool) {
+      if (stats) {
+        uint8_t* o = static_cast<uint8_t*>(a.out) + r * W0;
+#if SAMFAST_X86
+        if (avx2) threshold_stats_avx2(dstf, W0, a.threshold, a.stab_hi, a.stab_lo, o, row_stats[r]); else
+#endif
+        threshold_stats_base(dstf, W0, a.threshold, a.stab_hi, a.stab_lo, o, row_stats[r]);
+      } else if (a.out_kind == MaskOut::Bool) {
         uint8_t* o = static_cast<uint8_t*>(a.out) + r * W0;
 #if SAMFAST_X86
         if (avx2) threshold_avx2(dstf, W0, a.threshold, o); else
@@ -270,6 +345,7 @@ void postprocess_masks_cpu(const PostprocessArgs& a) {
       }
     }
   }
+  if (stats) reduce_plane_stats(row_stats, planes, H0, a.stability, a.boxes);
 }
 
 }  // namespace samfast::cpu

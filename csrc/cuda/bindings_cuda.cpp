@@ -131,7 +131,40 @@ void postprocess_masks_cuda(const TensorRef& masks,  // [B, M, h, w]
                     as_stream(stream));
 }
 
+void postprocess_masks_stats_cuda(const TensorRef& masks,      // [N, h, w] float32
+                                  const TensorRef& out,        // [N, H0, W0] bool
+                                  const TensorRef& stability,  // [N] float32
+                                  const TensorRef& boxes,      // [N, 4] int64
+                                  const TensorRef& scratch,    // [N, 6] int32
+                                  int64_t img_size, int64_t input_h, int64_t input_w, double threshold,
+                                  double stab_hi, double stab_lo, uintptr_t stream) {
+  check_tensor(masks, "masks", {-1, -1, -1}, {DType::Float32});
+  const int64_t N = masks.size(0);
+  check_tensor(out, "out", {N, -1, -1}, {DType::Bool});
+  check_tensor(stability, "stability", {N}, {DType::Float32});
+  check_tensor(boxes, "boxes", {N, 4}, {DType::Int64});
+  check_tensor(scratch, "scratch", {N, 6}, {DType::Int32});
+  if (img_size <= 0 || input_h <= 0 || input_w <= 0 || input_h > img_size || input_w > img_size)
+    throw ShapeError("postprocess_masks_stats: input size (" + std::to_string(input_h) + ", " +
+                     std::to_string(input_w) + ") must lie within img_size " + std::to_string(img_size));
+  if (masks.size(1) <= 0 || masks.size(2) <= 0 || out.size(1) <= 0 || out.size(2) <= 0)
+    throw ShapeError("masks / out: spatial sizes must be positive, got " + shape_str(masks.shape) + " / " +
+                     shape_str(out.shape));
+  check_cuda({{&masks, "masks"}, {&out, "out"}, {&stability, "stability"}, {&boxes, "boxes"}, {&scratch, "scratch"}});
+  py::gil_scoped_release nogil;
+  DeviceGuard guard(masks.device);
+  postprocess_masks_stats(static_cast<const float*>(ptr(masks)), static_cast<unsigned char*>(ptr(out)),
+                          static_cast<float*>(ptr(stability)), static_cast<int64_t*>(ptr(boxes)),
+                          static_cast<int*>(ptr(scratch)), N, masks.size(1), masks.size(2), out.size(1), out.size(2),
+                          img_size, input_h, input_w, static_cast<float>(threshold), static_cast<float>(stab_hi),
+                          static_cast<float>(stab_lo), as_stream(stream));
+}
+
 void bind(py::module_& m) {
+  m.def("postprocess_masks_stats_cuda", &postprocess_masks_stats_cuda, py::arg("masks"), py::arg("out"),
+        py::arg("stability"), py::arg("boxes"), py::arg("scratch"), py::arg("img_size"), py::arg("input_h"),
+        py::arg("input_w"), py::arg("threshold"), py::arg("stab_hi"), py::arg("stab_lo"), py::arg("stream"),
+        "Binarized postprocess_masks + per-mask stability score and box in one pass, on CUDA.");
   m.def("rel_pos_attention_cuda", &rel_pos_attention_cuda, py::arg("qkv"), py::arg("qkv_bias"), py::arg("rel_h"),
         py::arg("rel_w"), py::arg("out"), py::arg("num_heads"), py::arg("window_size"), py::arg("stream"),
         "Rel-pos attention on CUDA (see samfast.ops.rel_pos_attention_reference).");

@@ -60,4 +60,15 @@ void postprocess_masks(const void* masks,  // [B, M, h, w]
                        int64_t input_h, int64_t input_w, float threshold, bool binarize, Dt dt,
                        void* stream);
 
+// postprocess_masks binarized at threshold (float32 logits) plus, in the same pass, each plane's stability
+// score #(v > stab_hi) / #(v > stab_lo) and XYXY box of v > threshold (zeros when empty).
+void postprocess_masks_stats(const float* masks,      // [planes, h, w]
+                             unsigned char* out,      // [planes, H0, W0] bool
+                             float* stability,        // [planes]
+                             int64_t* boxes,          // [planes, 4]
+                             int* acc,                // [planes, 6] int32 scratch
+                             int64_t planes, int64_t h, int64_t w, int64_t H0, int64_t W0, int64_t img_size,
+                             int64_t input_h, int64_t input_w, float threshold, float stab_hi, float stab_lo,
+                             void* stream);
+
 }  // namespace samfast::cuda

@@ -3,6 +3,8 @@
 // -> H0 x W0. Each step is separable, so an output pixel is a 4 x 4 (16-tap) stencil of the low-res
 // mask: 2 intermediate rows x 2 low-res rows each, same for columns. One thread per output pixel;
 // the taps are computed once per thread and reused for every (b, m) plane of its grid-z slice.
+#include <climits>
+
 #include "common.cuh"
 
 namespace samfast::cuda {
@@ -75,7 +77,133 @@ __global__ void __launch_bounds__(256)
   }
 }
 
+// Per-plane accumulators of the stats kernel: n_hi, n_lo (counts), x0, y0 (min), x1, y1 (max).
+constexpr int kAcc = 6;
+
+__global__ void stats_init_kernel(int* __restrict__ acc, int64_t planes) {
+  const int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (p >= planes) return;
+  int* a = acc + p * kAcc;
+  a[0] = 0; a[1] = 0; a[2] = INT_MAX; a[3] = INT_MAX; a[4] = -1; a[5] = -1;
+}
+
+__device__ __forceinline__ int warp_sum_i(int v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ int warp_min_i(int v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = min(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+__device__ __forceinline__ int warp_max_i(int v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = max(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Binarized resize of float32 logits + per-plane counts above stab_hi / stab_lo and the box of
+// value > thr. Block (32, 8): every thread stays to the end (out-of-range ones contribute nothing) so
+// the warp shuffles and barriers see the full block; one set of atomics per block and plane.
+__global__ void __launch_bounds__(256)
+    postprocess_stats_kernel(const float* __restrict__ masks,  // [planes, h, w]
+                             unsigned char* __restrict__ out,  // [planes, H0, W0] bool
+                             int* __restrict__ acc,            // [planes, kAcc]
+                             int64_t planes, int h, int w, int H0, int W0, int S, int ih, int iw, float thr,
+                             float hi, float lo) {
+  __shared__ int red[8][kAcc];
+  const int ox = blockIdx.x * blockDim.x + threadIdx.x;
+  const int oy = blockIdx.y * blockDim.y + threadIdx.y;
+  const bool valid = ox < W0 && oy < H0;
+  const int warp = threadIdx.y, lane = threadIdx.x;  // blockDim.x == 32: one warp per block row
+  int ry[4], cx[4];
+  float wy[4], wx[4];
+  composite_taps(valid ? oy : 0, H0, ih, S, h, ry, wy);
+  composite_taps(valid ? ox : 0, W0, iw, S, w, cx, wx);
+  const int64_t plane_in = static_cast<int64_t>(h) * w, plane_out = static_cast<int64_t>(H0) * W0;
+  const int64_t opix = static_cast<int64_t>(oy) * W0 + ox;
+  for (int64_t pl = blockIdx.z; pl < planes; pl += gridDim.z) {
+    int on = 0, above_hi = 0, above_lo = 0;
+    if (valid) {
+      const float* mp = masks + pl * plane_in;
+      float v = 0.f;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float* row = mp + static_cast<int64_t>(ry[i]) * w;
+        float r = 0.f;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) r = fmaf(wx[j], __ldg(row + cx[j]), r);
+        v = fmaf(wy[i], r, v);
+      }
+      on = v > thr;
+      above_hi = v > hi;
+      above_lo = v > lo;
+      out[pl * plane_out + opix] = static_cast<unsigned char>(on);
+    }
+    const int n_hi = warp_sum_i(above_hi), n_lo = warp_sum_i(above_lo);
+    const int x0 = warp_min_i(on ? ox : INT_MAX), x1 = warp_max_i(on ? ox : -1);
+    const int any = warp_max_i(on);
+    if (lane == 0) {
+      red[warp][0] = n_hi; red[warp][1] = n_lo; red[warp][2] = x0; red[warp][4] = x1;
+      red[warp][3] = any ? oy : INT_MAX; red[warp][5] = any ? oy : -1;
+    }
+    __syncthreads();
+    if (warp == 0 && lane == 0) {
+      int r[kAcc] = {0, 0, INT_MAX, INT_MAX, -1, -1};
+      for (int i = 0; i < static_cast<int>(blockDim.y); ++i) {
+        r[0] += red[i][0]; r[1] += red[i][1];
+        r[2] = min(r[2], red[i][2]); r[3] = min(r[3], red[i][3]);
+        r[4] = max(r[4], red[i][4]); r[5] = max(r[5], red[i][5]);
+      }
+      int* a = acc + pl * kAcc;
+      if (r[0]) atomicAdd(a + 0, r[0]);
+      if (r[1]) atomicAdd(a + 1, r[1]);
+      if (r[5] >= 0) {
+        atomicMin(a + 2, r[2]); atomicMin(a + 3, r[3]);
+        atomicMax(a + 4, r[4]); atomicMax(a + 5, r[5]);
+      }
+    }
+    __syncthreads();  // red is rewritten by the next plane
+  }
+}
+
+__global__ void stats_finalize_kernel(const int* __restrict__ acc, float* __restrict__ stability,
+                                      int64_t* __restrict__ boxes, int64_t planes) {
+  const int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (p >= planes) return;
+  const int* a = acc + p * kAcc;
+  stability[p] = __fdiv_rn(static_cast<float>(a[0]), static_cast<float>(a[1]));  // 0 / 0 -> NaN as torch
+  const bool empty = a[5] < 0;
+  int64_t* b = boxes + p * 4;
+  b[0] = empty ? 0 : a[2]; b[1] = empty ? 0 : a[3]; b[2] = empty ? 0 : a[4]; b[3] = empty ? 0 : a[5];
+}
+
 }  // namespace
+
+void postprocess_masks_stats(const float* masks, unsigned char* out, float* stability, int64_t* boxes, int* acc,
+                             int64_t planes, int64_t h, int64_t w, int64_t H0, int64_t W0, int64_t img_size,
+                             int64_t input_h, int64_t input_w, float threshold, float stab_hi, float stab_lo,
+                             void* stream) {
+  if (planes == 0) return;
+  if (h <= 0 || w <= 0 || H0 <= 0 || W0 <= 0 || img_size <= 0 || input_h <= 0 || input_w <= 0 ||
+      input_h > img_size || input_w > img_size)
+    throw std::runtime_error("samfast CUDA postprocess_masks_stats: bad sizes");
+  constexpr int64_t kMax = int64_t(1) << 30;
+  if (h > kMax || w > kMax || H0 > kMax || W0 > kMax || img_size > kMax || (H0 + 7) / 8 > 65535)
+    throw std::runtime_error("samfast CUDA postprocess_masks_stats: sizes out of range for one launch");
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+  const unsigned pb = ceil_div_u(planes, 256);
+  stats_init_kernel<<<pb, 256, 0, st>>>(acc, planes);
+  const dim3 block(32, 8);
+  const dim3 grid(ceil_div_u(W0, 32), ceil_div_u(H0, 8), static_cast<unsigned>(planes < 65535 ? planes : 65535));
+  postprocess_stats_kernel<<<grid, block, 0, st>>>(masks, out, acc, planes, static_cast<int>(h), static_cast<int>(w),
+                                                   static_cast<int>(H0), static_cast<int>(W0),
+                                                   static_cast<int>(img_size), static_cast<int>(input_h),
+                                                   static_cast<int>(input_w), threshold, stab_hi, stab_lo);
+  stats_finalize_kernel<<<pb, 256, 0, st>>>(acc, stability, boxes, planes);
+  check_launch("postprocess_masks_stats");
+}
 
 void postprocess_masks(const void* masks, void* out, int64_t planes, int64_t h, int64_t w, int64_t H0, int64_t W0,
                        int64_t img_size, int64_t input_h, int64_t input_w, float threshold, bool binarize, Dt dt,

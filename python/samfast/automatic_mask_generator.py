@@ -35,6 +35,9 @@ from .utils.amg import (
 )
 
 _OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
+# Bool-mask bytes per call of the fused mask pass: bounds memory on large crops (masks are processed
+# in chunks of about this size; only the stable ones are kept).
+FUSED_PASS_BYTES = 1 << 26
 
 
 class _NoBar:
@@ -203,30 +206,47 @@ class SamAutomaticMaskGenerator:
 
     def _process_batch(self, points: np.ndarray, im_size: Tuple[int, ...], crop_box: List[int],
                        orig_size: Tuple[int, ...]) -> MaskData:
-        """One batch of point prompts [B, 2] (crop pixels) -> MaskData of its surviving masks:
-        predict (batched; low-res -> crop-size logits via ops.postprocess_masks) -> IoU filter ->
-        stability score -> threshold -> boxes -> crop-edge filter -> RLE in the full-image frame."""
+        """One batch of point prompts [B, 2] (crop pixels) -> MaskData of its surviving masks.
+
+        Batched decoder -> low-res logits [B*3, 256, 256] -> IoU filter (on the predictions, before any
+        upsampling) -> one fused pass per mask (ops.postprocess_masks_stats: upsample to the crop size,
+        threshold to a bool mask, stability score, box; no float mask at full resolution) -> stability
+        filter (only the surviving bool masks are kept) -> crop-edge filter -> RLE in the image frame.
+        Same kept set as the official generator, which upsamples every mask to float first."""
         orig_h, orig_w = orig_size
         thr = self.predictor.model.mask_threshold
         pts = self.predictor.transform.apply_coords(points, im_size)
         in_points = torch.as_tensor(pts, device=self.predictor.device)
         in_labels = torch.ones(in_points.shape[0], dtype=torch.int, device=in_points.device)
-        masks, iou_preds, _ = self.predictor.predict_torch(in_points[:, None, :], in_labels[:, None],
-                                                           multimask_output=True, return_logits=True)
-        n_out = masks.shape[1]
-        masks, iou_preds = masks.flatten(0, 1), iou_preds.flatten(0, 1)       # [B*3, h, w], [B*3]
+        low_res, iou_preds = self.predictor.predict_low_res_torch(in_points[:, None, :], in_labels[:, None],
+                                                                  multimask_output=True)
+        n_out = low_res.shape[1]
+        low_res, iou_preds = low_res.flatten(0, 1), iou_preds.flatten(0, 1)     # [B*3, 256, 256], [B*3]
         point_t = torch.as_tensor(points.repeat(n_out, axis=0))               # [B*3, 2] float64
-
-        keep = torch.ones(len(iou_preds), dtype=torch.bool, device=iou_preds.device)
         if self.pred_iou_thresh > 0.0:
             keep = iou_preds > self.pred_iou_thresh
-            masks, iou_preds, point_t = masks[keep], iou_preds[keep], point_t[keep.cpu()]
-        stability = ops.stability_score(masks, thr, self.stability_score_offset)
-        if self.stability_score_thresh > 0.0:
-            keep = stability >= self.stability_score_thresh
-            masks, iou_preds, point_t, stability = masks[keep], iou_preds[keep], point_t[keep.cpu()], stability[keep]
-        masks = masks > thr
-        boxes = ops.mask_to_box(masks)                                          # [K, 4] int64
+            low_res, iou_preds, point_t = low_res[keep], iou_preds[keep], point_t[keep.cpu()]
+
+        # Fused pass in chunks of <= FUSED_PASS_BYTES of bool mask, so memory stays bounded on large crops.
+        img_size = self.predictor.model.image_encoder.img_size
+        chunk = max(1, FUSED_PASS_BYTES // max(1, im_size[0] * im_size[1]))
+        parts = []
+        for i in range(0, len(low_res), chunk):
+            masks, stability, boxes = ops.postprocess_masks_stats(
+                low_res[i:i + chunk], img_size, self.predictor.input_size, im_size, thr, self.stability_score_offset)
+            idx = torch.arange(i, i + len(masks), device=masks.device)
+            if self.stability_score_thresh > 0.0:
+                keep = stability >= self.stability_score_thresh
+                masks, stability, boxes, idx = masks[keep], stability[keep], boxes[keep], idx[keep]
+            parts.append((masks, stability, boxes, idx))
+        if parts:
+            masks, stability, boxes, idx = (torch.cat(p) for p in zip(*parts))
+        else:  # no mask passed the IoU filter
+            masks = torch.zeros((0, *im_size), dtype=torch.bool, device=low_res.device)
+            stability = torch.zeros(0, device=low_res.device)
+            boxes = torch.zeros((0, 4), dtype=torch.int64, device=low_res.device)
+            idx = torch.zeros(0, dtype=torch.int64, device=low_res.device)
+        iou_preds, point_t = iou_preds[idx], point_t[idx.cpu()]
         keep = ~is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_w, orig_h])
         if not torch.all(keep):
             masks, iou_preds, point_t, stability, boxes = (

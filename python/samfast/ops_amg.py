@@ -6,12 +6,14 @@ pure-PyTorch `*_reference`. Split from ops.py only to keep files short; import f
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from . import _C
-from .ops import _check, _shape, cuda_stream, tensor_ref, use_kernel  # noqa: F401
+from .ops import _check, _shape, cuda_stream, postprocess_masks_reference, tensor_ref, use_kernel  # noqa: F401
 
 # --------------------------------------------------------------------------------------------
 # automatic mask generation: batched NMS, stability score, mask -> box, RLE / COCO RLE, small regions
@@ -162,6 +164,68 @@ def mask_to_box(masks: Tensor) -> Tensor:
         return mask_to_box_reference(masks)
     flat = masks.reshape(-1, *masks.shape[-2:]).contiguous()
     return _amg_mask_to_box_op(flat).reshape(*masks.shape[:-2], 4)
+
+
+def postprocess_masks_stats_reference(
+    masks: Tensor, img_size: int, input_size: Sequence[int], original_size: Sequence[int],
+    mask_threshold: float, stability_offset: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """What the official generator does per batch, unfused: low-res logits [N, h, w] -> postprocess_masks
+    (float [N, H0, W0]) -> (masks > mask_threshold [N, H0, W0] bool, stability score [N] float32,
+    boxes [N, 4] int64 XYXY of the bool masks)."""
+    x = postprocess_masks_reference(masks[:, None], img_size, input_size, original_size)[:, 0]
+    stab = stability_score_reference(x, mask_threshold, stability_offset).float()
+    b = x > mask_threshold
+    return b, stab, mask_to_box_reference(b).to(torch.int64)
+
+
+@torch.library.custom_op("samfast::postprocess_masks_stats", mutates_args=())
+def _postprocess_stats_op(masks: Tensor, img_size: int, input_h: int, input_w: int, out_h: int, out_w: int,
+                          threshold: float, stab_hi: float, stab_lo: float) -> tuple[Tensor, Tensor, Tensor]:
+    N = masks.shape[0]
+    out = masks.new_empty((N, out_h, out_w), dtype=torch.bool)
+    stab = masks.new_empty((N,), dtype=torch.float32)
+    boxes = masks.new_empty((N, 4), dtype=torch.int64)
+    refs = [tensor_ref(t) for t in (masks, out, stab, boxes)]
+    if masks.is_cuda:
+        scratch = masks.new_empty((N, 6), dtype=torch.int32)
+        _C.postprocess_masks_stats_cuda(*refs, tensor_ref(scratch), img_size, input_h, input_w, threshold,
+                                        stab_hi, stab_lo, cuda_stream(masks))
+    else:
+        _C.postprocess_masks_stats_cpu(*refs, img_size, input_h, input_w, threshold, stab_hi, stab_lo)
+    return out, stab, boxes
+
+
+@_postprocess_stats_op.register_fake
+def _(masks, img_size, input_h, input_w, out_h, out_w, threshold, stab_hi, stab_lo):
+    N = masks.shape[0]
+    return (masks.new_empty((N, out_h, out_w), dtype=torch.bool), masks.new_empty((N,), dtype=torch.float32),
+            masks.new_empty((N, 4), dtype=torch.int64))
+
+
+def postprocess_masks_stats(
+    masks: Tensor, img_size: int, input_size: Sequence[int], original_size: Sequence[int],
+    mask_threshold: float, stability_offset: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Fused AMG mask pass: low-res logits [N, h, w] -> (bool masks [N, H0, W0], stability [N] float32,
+    boxes [N, 4] int64), one pass over the output pixels; no float mask is written at full resolution.
+    See `postprocess_masks_stats_reference` (kernels take float32 logits; other dtypes are upcast)."""
+    _check(isinstance(masks, Tensor) and masks.dim() == 3, ValueError,
+           f"masks: expected low-res logits [N, h, w], got {_shape(masks)}")
+    _check(masks.is_floating_point(), TypeError, f"masks: expected a float tensor, got {masks.dtype}")
+    ih, iw = (int(v) for v in input_size)
+    oh, ow = (int(v) for v in original_size)
+    _check(0 < ih <= img_size and 0 < iw <= img_size, ValueError,
+           f"input_size {tuple(input_size)} must lie within img_size {img_size}")
+    _check(oh > 0 and ow > 0, ValueError, f"original_size must be positive, got {tuple(original_size)}")
+    _check(masks.shape[1] > 0 and masks.shape[2] > 0, ValueError, f"masks: empty spatial size {_shape(masks)}")
+    if masks.shape[0] > 0 and use_kernel("postprocess_masks_stats", masks):
+        m = masks.float().contiguous()
+        # torch compares float32 logits with Python floats rounded to float32
+        f32 = lambda v: torch.tensor(v, dtype=torch.float32).item()  # noqa: E731
+        return _postprocess_stats_op(m, img_size, ih, iw, oh, ow, f32(mask_threshold),
+                                     f32(mask_threshold + stability_offset), f32(mask_threshold - stability_offset))
+    return postprocess_masks_stats_reference(masks, img_size, (ih, iw), (oh, ow), mask_threshold, stability_offset)
 
 
 def rle_encode_reference(masks: Tensor) -> tuple[Tensor, Tensor]:

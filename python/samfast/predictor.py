@@ -156,7 +156,6 @@ class SamPredictor:
         self._check_torch_prompts(point_coords, point_labels, boxes, mask_input)
         points = (point_coords, point_labels) if point_coords is not None else None
         model = self.model
-        dt = model.dtype
         threshold = None if return_logits else model.mask_threshold
         fast = ops.get_backend() == "kernels"
         if fast and self._decoder_cache is None:
@@ -168,8 +167,35 @@ class SamPredictor:
                 self._graph_decoder = CudaGraphDecoder(self._fast_decoder)
             return self._graph_decoder(self._decoder_cache, point_coords, point_labels, boxes, multimask_output,
                                        self.input_size, self.original_size, threshold)
+        low_res, iou = self._decode_low_res(points, boxes, mask_input, multimask_output)
+        masks = ops.postprocess_masks(low_res, model.image_encoder.img_size, self.input_size, self.original_size,
+                                      threshold)
+        return masks, iou, low_res
+
+    @torch.no_grad()
+    def predict_low_res_torch(
+        self,
+        point_coords: Optional[torch.Tensor],
+        point_labels: Optional[torch.Tensor],
+        boxes: Optional[torch.Tensor] = None,
+        mask_input: Optional[torch.Tensor] = None,
+        multimask_output: bool = True,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """predict_torch without the upsampling: (low_res logits BxCx256x256 float32, iou BxC float32).
+        For callers that filter first and upsample only what survives (the mask generator)."""
+        if not self.is_image_set:
+            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+        self._check_torch_prompts(point_coords, point_labels, boxes, mask_input)
+        points = (point_coords, point_labels) if point_coords is not None else None
+        if ops.get_backend() == "kernels" and self._decoder_cache is None:
+            self._decoder_cache = self._fast_decoder.prepare(self.features)
+        return self._decode_low_res(points, boxes, mask_input, multimask_output)
+
+    def _decode_low_res(self, points, boxes, mask_input, multimask_output) -> Tuple[torch.Tensor, torch.Tensor]:
+        model = self.model
+        dt = model.dtype
         sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-        if fast:
+        if ops.get_backend() == "kernels":
             # per-image cache + folded projections + fused kernels (same math as the module path)
             low_res, iou = self._fast_decoder(self._decoder_cache, sparse,
                                               dense if mask_input is not None else None, multimask_output)
@@ -181,11 +207,7 @@ class SamPredictor:
                 dense_prompt_embeddings=dense.to(dt),
                 multimask_output=multimask_output,
             )
-        low_res, iou = low_res.float(), iou.float()
-
-        masks = ops.postprocess_masks(low_res, model.image_encoder.img_size, self.input_size, self.original_size,
-                                      threshold)
-        return masks, iou, low_res
+        return low_res.float(), iou.float()
 
     def _check_torch_prompts(self, point_coords, point_labels, boxes, mask_input) -> None:
         batch = []
