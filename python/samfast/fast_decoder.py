@@ -35,42 +35,40 @@ class DecoderCache:
 
     x0: Tensor  # [1, N, C] image_embedding + no_mask_embed
     pe: Tensor  # [1, N, C] dense positional encoding
-    k0: Tensor  # [N, Ci] layer-0 token->image k_proj(x0 + pe)
-    v0: Tensor  # [N, Ci] layer-0 token->image v_proj(x0)
+    k0: Tensor  # [H, Ci/H, N] layer-0 token->image k_proj(x0 + pe), per head, transposed
+    v0: Tensor  # [H, N, Ci/H] layer-0 token->image v_proj(x0), per head
     q0: Tensor  # [N, Ci] layer-0 image->token q_proj(x0 + pe)
     hw: Tuple[int, int]
     features: Tensor  # the embedding this cache was built from [1, C, h, w]
 
 
-def _t2i(attn: Attention, q_tok: Tensor, k_img: Tensor, v_img: Tensor,
+def _t2i(attn: Attention, q_tok: Tensor, x: Tensor, pe: Tensor,
          cached: Optional[Tuple[Tensor, Tensor]] = None) -> Tensor:
-    """Token->image attention. q_tok [B, T, C]; k_img, v_img [B|1, N, C] -> [B, T, C]."""
+    """Token->image attention. q_tok [B, T, C]; image tokens x [B|1, N, C] (values; keys x + pe) -> [B, T, C].
+    cached: layer 0's per-head projections (k [H, dh, N], v [H, N, dh]) of the image side."""
     B, T, C = q_tok.shape
     H, di = attn.num_heads, attn.internal_dim
     dh = di // H
     qh = F.linear(q_tok, attn.q_proj.weight, attn.q_proj.bias).view(B, T, H, dh)
-    if cached is not None:  # projections of the image side precomputed: [N, di]
-        kp, vp = cached
-        N = kp.shape[0]
-        s = qh.permute(0, 2, 1, 3) @ kp.view(N, H, dh).permute(1, 2, 0)  # [B, H, T, N]
-        p = torch.softmax(s * (1.0 / math.sqrt(dh)), dim=-1)
-        out = (p @ vp.view(N, H, dh).permute(1, 0, 2)).permute(0, 2, 1, 3).reshape(B, T, di)
+    if cached is not None:  # every prompt's queries of one head in one matmul: [H, B*T, dh] @ [H, dh, N]
+        kt, vh = cached
+        q2 = qh.permute(2, 0, 1, 3).reshape(H, B * T, dh)
+        p = torch.softmax(torch.bmm(q2, kt) * (1.0 / math.sqrt(dh)), dim=-1)  # [H, B*T, N]
+        out = torch.bmm(p, vh).view(H, B, T, dh).permute(1, 2, 0, 3).reshape(B, T, di)
     else:
         wk = attn.k_proj.weight.view(H, dh, C)
         u = torch.einsum("bthd,hdc->bhtc", qh, wk).reshape(B, H * T, C) * (1.0 / math.sqrt(dh))
-        s = u @ k_img.transpose(1, 2)  # [B, H*T, N]
-        p = torch.softmax(s, dim=-1)
-        z = (p @ v_img).view(B, H, T, C)  # [B, H, T, C]
+        z = ops.token_to_image_attention(u, x, pe[0]).view(B, H, T, C)  # softmax_n(u . (x_n + pe_n)) x_n
         wv = attn.v_proj.weight.view(H, dh, C)
         out = torch.einsum("bhtc,hdc->bthd", z, wv).reshape(B, T, di) + attn.v_proj.bias
     return F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
 
 
-def _i2t(attn: Attention, norm: torch.nn.LayerNorm, x: Tensor, q_img: Optional[Tensor], k_tok: Tensor,
+def _i2t(attn: Attention, norm: torch.nn.LayerNorm, x: Tensor, pe: Tensor, k_tok: Tensor,
          v_tok: Tensor, cached_q: Optional[Tensor] = None) -> Tensor:
-    """Image->token attention + residual + LayerNorm: norm(x + attn(q_img, k_tok, v_tok)), fused in
-    `ops.image_to_token_attention`. x [B|1, N, C]; q_img [B|1, N, C] (None with cached_q [N, di]);
-    k_tok, v_tok [B, T, C] -> [B, N, C]."""
+    """Image->token attention + residual + LayerNorm: norm(x + attn(x + pe, k_tok, v_tok)), fused in
+    `ops.image_to_token_attention` (x + pe formed per tile). x [B|1, N, C]; pe [1, N, C]; cached_q [N, di]
+    (layer 0: q_proj(x + pe) precomputed); k_tok, v_tok [B, T, C] -> [B, N, C]."""
     B, T, C = k_tok.shape
     H, di = attn.num_heads, attn.internal_dim
     dh = di // H
@@ -81,15 +79,15 @@ def _i2t(attn: Attention, norm: torch.nn.LayerNorm, x: Tensor, q_img: Optional[T
         eye = torch.eye(H, dtype=kh.dtype, device=kh.device)
         u = torch.einsum("bthd,hg->bhdgt", kh, eye).reshape(B, di, H * T) * scale
         cb = kh.new_zeros(B, H * T)
-        q_in = cached_q.unsqueeze(0)
+        q_in, q_add = cached_q.unsqueeze(0), None
     else:
         wq = attn.q_proj.weight.view(H, dh, C)
         u = torch.einsum("bthd,hdc->bcht", kh, wq).reshape(B, C, H * T) * scale
         cb = torch.einsum("hd,bthd->bht", attn.q_proj.bias.view(H, dh), kh).reshape(B, H * T) * scale
-        q_in = q_img
+        q_in, q_add = x, pe[0]
     wo = attn.out_proj.weight.view(C, H, dh)
     r = torch.einsum("bthd,chd->bhtc", vh, wo).reshape(B, H * T, C)
-    return ops.image_to_token_attention(q_in, None, u, cb, r, attn.out_proj.bias, x, norm.weight, norm.bias,
+    return ops.image_to_token_attention(q_in, q_add, u, cb, r, attn.out_proj.bias, x, norm.weight, norm.bias,
                                         norm.eps, H)
 
 
@@ -112,8 +110,9 @@ class FastMaskDecoder:
         layer0 = tr.layers[0]
         kin = (x0 + pe)[0]
         a, b = layer0.cross_attn_token_to_image, layer0.cross_attn_image_to_token
-        k0 = F.linear(kin, a.k_proj.weight, a.k_proj.bias)
-        v0 = F.linear(x0[0], a.v_proj.weight, a.v_proj.bias)
+        H, N = a.num_heads, h * w
+        k0 = F.linear(kin, a.k_proj.weight, a.k_proj.bias).view(N, H, -1).permute(1, 2, 0).contiguous()
+        v0 = F.linear(x0[0], a.v_proj.weight, a.v_proj.bias).view(N, H, -1).permute(1, 0, 2).contiguous()
         q0 = F.linear(kin, b.q_proj.weight, b.q_proj.bias)
         return DecoderCache(x0.contiguous(), pe.contiguous(), k0, v0, q0, (h, w), features)
 
@@ -144,15 +143,14 @@ class FastMaskDecoder:
                 queries = queries + layer.self_attn(q=q, k=q, v=queries)
             queries = layer.norm1(queries)
             use_cache = cached and i == 0
-            k_img = None if use_cache else x + pe
             att = layer.cross_attn_token_to_image
-            queries = layer.norm2(queries + _t2i(att, queries + tokens, k_img, x,
+            queries = layer.norm2(queries + _t2i(att, queries + tokens, x, pe,
                                                  (cache.k0, cache.v0) if use_cache else None))
             queries = layer.norm3(queries + layer.mlp(queries))
-            x = _i2t(layer.cross_attn_image_to_token, layer.norm4, x, k_img, queries + tokens, queries,
+            x = _i2t(layer.cross_attn_image_to_token, layer.norm4, x, pe, queries + tokens, queries,
                      cache.q0 if use_cache else None)
         att = tr.final_attn_token_to_image
-        queries = tr.norm_final_attn(queries + _t2i(att, queries + tokens, x + pe, x))
+        queries = tr.norm_final_attn(queries + _t2i(att, queries + tokens, x, pe))
         iou_pred = dec.iou_prediction_head(queries[:, 0, :])
         sl = slice(1, None) if multimask_output else slice(0, 1)
         mlps = list(dec.output_hypernetworks_mlps)[sl]

@@ -415,93 +415,12 @@ def hypernet_mlps(tokens, w0, b0, w1, b1, w2, b2) -> Tensor:
     return hypernet_mlps_reference(tokens, w0, b0, w1, b1, w2, b2)
 
 
-# --------------------------------------------------------------------------------------------
-# image->token attention: decoder cross attention (image rows attend to tokens) + residual + LayerNorm
-# --------------------------------------------------------------------------------------------
-
-
-def image_to_token_attention_reference(
-    q_in: Tensor, q_add: Optional[Tensor], u: Tensor, cb: Tensor, r: Tensor, out_bias: Tensor,
-    residual: Tensor, ln_w: Tensor, ln_b: Tensor, eps: float, num_heads: int,
-) -> Tensor:
-    """LayerNorm(residual + softmax_t((q_in + q_add) @ u + cb) @ r + out_bias) * ln_w + ln_b.
-
-    q_in: [Bq, N, Cq] (Bq = 1 or B), q_add: [N, Cq] or None, u: [B, Cq, H*T] (column j = h*T + t),
-    cb: [B, H*T], r: [B, H*T, C], out_bias/ln_w/ln_b: [C], residual: [Bx, N, C] (Bx = 1 or B).
-    The softmax runs over each head's T scores. Returns [B, N, C]."""
-    B, _, HT = u.shape
-    q = q_in if q_add is None else q_in + q_add
-    N = q.shape[1]
-    s = torch.matmul(q, u) + cb[:, None, :]  # [B, N, HT]
-    p = torch.softmax(s.view(B, N, num_heads, HT // num_heads), dim=-1).view(B, N, HT)
-    y = residual + (torch.matmul(p, r) + out_bias)
-    return F.layer_norm(y, (y.shape[-1],), ln_w, ln_b, eps)
-
-
-def _check_i2t_args(q_in, q_add, u, cb, r, out_bias, residual, ln_w, ln_b, num_heads) -> None:
-    _check(isinstance(u, Tensor) and u.dim() == 3, ValueError, f"u: expected [B, Cq, H*T], got {_shape(u)}")
-    B, Cq, HT = u.shape
-    _check(num_heads > 0 and HT > 0 and HT % num_heads == 0, ValueError,
-           f"u: last dim {HT} must be a positive multiple of num_heads ({num_heads})")
-    _check(isinstance(q_in, Tensor) and q_in.dim() == 3 and q_in.shape[0] in (1, B) and q_in.shape[2] == Cq,
-           ValueError, f"q_in: expected [1 or {B}, N, {Cq}], got {_shape(q_in)}")
-    N = q_in.shape[1]
-    if q_add is not None:
-        _check(tuple(q_add.shape) == (N, Cq), ValueError, f"q_add: expected [{N}, {Cq}], got {_shape(q_add)}")
-    _check(tuple(cb.shape) == (B, HT), ValueError, f"cb: expected [{B}, {HT}], got {_shape(cb)}")
-    _check(r.dim() == 3 and tuple(r.shape[:2]) == (B, HT), ValueError,
-           f"r: expected [{B}, {HT}, C], got {_shape(r)}")
-    C = r.shape[2]
-    for name, t in (("out_bias", out_bias), ("ln_w", ln_w), ("ln_b", ln_b)):
-        _check(tuple(t.shape) == (C,), ValueError, f"{name}: expected [{C}], got {_shape(t)}")
-    _check(residual.dim() == 3 and residual.shape[0] in (1, B) and tuple(residual.shape[1:]) == (N, C),
-           ValueError, f"residual: expected [1 or {B}, {N}, {C}], got {_shape(residual)}")
-    named = [("q_add", q_add), ("u", u), ("cb", cb), ("r", r), ("out_bias", out_bias), ("residual", residual),
-             ("ln_w", ln_w), ("ln_b", ln_b)]
-    for name, t in named:
-        if t is None:
-            continue
-        _check(t.dtype == q_in.dtype, TypeError, f"{name}: dtype {t.dtype} differs from q_in's {q_in.dtype}")
-        _check(t.device == q_in.device, ValueError, f"{name}: on {t.device}, q_in on {q_in.device}")
-
-
-@torch.library.custom_op("samfast::image_to_token_attention", mutates_args=())
-def _image_to_token_op(
-    q_in: Tensor, q_add: Optional[Tensor], u: Tensor, cb: Tensor, r: Tensor, out_bias: Tensor,
-    residual: Tensor, ln_w: Tensor, ln_b: Tensor, eps: float, num_heads: int,
-) -> Tensor:
-    B, _, C = r.shape
-    out = q_in.new_empty((B, q_in.shape[1], C))
-    qa = q_add if q_add is not None else q_in.new_empty(0)
-    refs = [tensor_ref(t) for t in (q_in, qa, u, cb, r, out_bias, residual, ln_w, ln_b, out)]
-    _C.image_to_token_attention_cpu(*refs, float(eps), int(num_heads))
-    return out
-
-
-@_image_to_token_op.register_fake
-def _(q_in, q_add, u, cb, r, out_bias, residual, ln_w, ln_b, eps, num_heads):
-    return q_in.new_empty((r.shape[0], q_in.shape[1], r.shape[2]))
-
-
-def image_to_token_attention(
-    q_in: Tensor, q_add: Optional[Tensor], u: Tensor, cb: Tensor, r: Tensor, out_bias: Tensor,
-    residual: Tensor, ln_w: Tensor, ln_b: Tensor, eps: float, num_heads: int,
-) -> Tensor:
-    """Fused image->token attention + residual + LayerNorm; see `image_to_token_attention_reference`."""
-    _check_i2t_args(q_in, q_add, u, cb, r, out_bias, residual, ln_w, ln_b, num_heads)
-    if q_in.dtype == torch.float32 and not q_in.is_cuda and use_kernel("image_to_token_attention", q_in,
-                                                                        float_op=True):
-        q_add = q_add.contiguous() if q_add is not None else None
-        args = [t.contiguous() for t in (u, cb, r, out_bias, residual, ln_w, ln_b)]
-        return _image_to_token_op(q_in.contiguous(), q_add, *args, float(eps), int(num_heads))
-    return image_to_token_attention_reference(q_in, q_add, u, cb, r, out_bias, residual, ln_w, ln_b, eps,
-                                              num_heads)
-
-
 # ---- new op sections go above this line (keep this anchor) ----
 
-# Automatic-mask-generation ops live in ops_amg.py (file length); they are part of this namespace.
+# The decoder's attention ops (ops_decoder.py) and the automatic-mask-generation ops (ops_amg.py) live
+# in their own files (file length); they are part of this namespace.
 from . import ops_amg as _ops_amg  # noqa: E402
+from . import ops_decoder as _ops_decoder  # noqa: E402
 
-globals().update({k: v for k, v in vars(_ops_amg).items()
-                  if not k.startswith("__") and k not in globals()})
+for _mod in (_ops_decoder, _ops_amg):
+    globals().update({k: v for k, v in vars(_mod).items() if not k.startswith("__") and k not in globals()})
