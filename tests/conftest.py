@@ -16,3 +16,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(params=["default", "avx2", "baseline"])
+def simd(request, monkeypatch):
+    """Runs a CPU-kernel test on each SIMD path this machine has: the best one (AVX-512 where present),
+    AVX2+FMA, and the portable baseline (SAMFAST_SIMD caps the level the kernels pick at run time)."""
+    if request.param == "default":
+        monkeypatch.delenv("SAMFAST_SIMD", raising=False)
+    else:
+        monkeypatch.setenv("SAMFAST_SIMD", request.param)
+    return request.param

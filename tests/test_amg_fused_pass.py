@@ -25,15 +25,6 @@ CASES = [
 THR, OFFSET = 0.0, 1.0
 
 
-@pytest.fixture(params=["default", "baseline"])
-def simd(request, monkeypatch):
-    if request.param == "baseline":
-        monkeypatch.setenv("SAMFAST_SIMD", "baseline")
-    else:
-        monkeypatch.delenv("SAMFAST_SIMD", raising=False)
-    return request.param
-
-
 def make_logits(N, h, w, seed):
     g = torch.Generator().manual_seed(seed)
     smooth = torch.nn.functional.interpolate(torch.randn(N, 1, max(2, h // 4), max(2, w // 4), generator=g) * 4,

@@ -43,13 +43,6 @@ def rel_err(out, ref):
     return float((out.double() - ref).abs().max() / ref.abs().max())
 
 
-@pytest.fixture(params=["default", "baseline"])
-def simd(request, monkeypatch):
-    if request.param == "baseline":
-        monkeypatch.setenv("SAMFAST_SIMD", "baseline")
-    return request.param
-
-
 @pytest.mark.parametrize("shape", SHAPES + [SAM_SHAPE], ids=str)
 def test_fp32_matches_reference(shape, simd):
     args = make_args(*shape)

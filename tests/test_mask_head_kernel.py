@@ -34,15 +34,6 @@ def rel_err(out, ref):
     return float((out.double() - ref).abs().max() / ref.abs().max())
 
 
-@pytest.fixture(params=["default", "baseline"])
-def simd(request, monkeypatch):
-    if request.param == "baseline":
-        monkeypatch.setenv("SAMFAST_SIMD", "baseline")
-    else:
-        monkeypatch.delenv("SAMFAST_SIMD", raising=False)
-    return request.param
-
-
 @pytest.mark.parametrize("shape", SMALL_SHAPES + [SAM_SHAPE], ids=str)
 def test_fp32_matches_reference(shape, simd):
     args = make_args(*shape)

@@ -33,15 +33,6 @@ def masks_and_reference(case, seed):
     return m, ops.postprocess_masks_reference(m, img, inp, orig)
 
 
-@pytest.fixture(params=["default", "baseline"])
-def simd(request, monkeypatch):
-    if request.param == "baseline":
-        monkeypatch.setenv("SAMFAST_SIMD", "baseline")
-    else:
-        monkeypatch.delenv("SAMFAST_SIMD", raising=False)
-    return request.param
-
-
 def run_op(masks, img, inp, orig, threshold=None):
     return ops._postprocess_masks_op(masks, img, inp[0], inp[1], orig[0], orig[1],
                                      0.0 if threshold is None else threshold, threshold is not None)

@@ -73,7 +73,8 @@ struct TileBufs {
 };
 
 void run_tile(const ImageToTokenArgs& a, const Packed& pk, int64_t b, int64_t n0, int64_t R, TileBufs& buf,
-              bool avx2) {
+              Isa isa) {
+  const bool avx2 = isa != Isa::Base;
   const int64_t Cq = a.Cq, C = a.C, T = a.T, HT = pk.HT, HTp = pk.HTp, Cp = pk.Cp;
   const float* Q = a.q_in + ((a.Bq == 1 ? 0 : b) * a.N + n0) * Cq;
   if (a.q_add) {
@@ -85,11 +86,7 @@ void run_tile(const ImageToTokenArgs& a, const Packed& pk, int64_t b, int64_t n0
   float* S = buf.s.p;
   for (int64_t i = 0; i < R; ++i) std::memcpy(S + i * HTp, pk.cb.p + b * HTp, HTp * sizeof(float));
   const float* U = pk.u.p + b * Cq * HTp;
-#if SAMFAST_X86
-  if (avx2) gemm_avx2(Q, Cq, R, Cq, U, HTp, HTp, S, HTp);
-  else
-#endif
-    gemm_base(Q, Cq, R, Cq, U, HTp, HTp, S, HTp);
+  gemm(isa, Q, Cq, R, Cq, U, HTp, HTp, S, HTp);
   // per-head softmax over T
   for (int64_t i = 0; i < R; ++i) {
     float* s = S + i * HTp;
@@ -99,11 +96,7 @@ void run_tile(const ImageToTokenArgs& a, const Packed& pk, int64_t b, int64_t n0
       for (int64_t t = 1; t < T; ++t) m = std::max(m, sh[t]);
       for (int64_t t = 0; t < T; ++t) sh[t] -= m;
     }
-#if SAMFAST_X86
-    if (avx2) exp_row_avx2(s, HTp);
-    else
-#endif
-      exp_row_base(s, HT);
+    exp_row(isa, s, HTp);
     for (int64_t h = 0; h < a.H; ++h) {
       float* sh = s + h * T;
       float sum = 0.f;
@@ -122,11 +115,7 @@ void run_tile(const ImageToTokenArgs& a, const Packed& pk, int64_t b, int64_t n0
     for (int64_t c = C; c < Cp; ++c) o[c] = 0.f;
   }
   const float* Rm = pk.r.p + b * HT * Cp;
-#if SAMFAST_X86
-  if (avx2) gemm_avx2(S, HTp, R, HT, Rm, Cp, Cp, O, Cp);
-  else
-#endif
-    gemm_base(S, HTp, R, HT, Rm, Cp, Cp, O, Cp);
+  gemm(isa, S, HTp, R, HT, Rm, Cp, Cp, O, Cp);
   // LayerNorm
   float* out = a.out + (b * a.N + n0) * C;
   for (int64_t i = 0; i < R; ++i) {
@@ -160,7 +149,7 @@ void image_to_token_cpu(const ImageToTokenArgs& a) {
       std::memcpy(pk.r.p + (b * pk.HT + j) * pk.Cp, a.r + (b * pk.HT + j) * a.C, a.C * sizeof(float));
   }
   std::memcpy(pk.ob.p, a.out_bias, a.C * sizeof(float));
-  const bool avx2 = use_avx2();
+  const Isa isa = pick_isa();
   const int64_t ntile = (a.N + kTile - 1) / kTile, total = a.B * ntile;
 #pragma omp parallel
   {
@@ -171,7 +160,7 @@ void image_to_token_cpu(const ImageToTokenArgs& a) {
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < total; ++t) {
       const int64_t b = t / ntile, n0 = (t % ntile) * kTile;
-      run_tile(a, pk, b, n0, std::min(kTile, a.N - n0), buf, avx2);
+      run_tile(a, pk, b, n0, std::min(kTile, a.N - n0), buf, isa);
     }
   }
 }

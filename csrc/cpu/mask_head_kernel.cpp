@@ -4,7 +4,8 @@
 //   GEMM2  U[4P, 4*C2]   = GELU(T[4P, C1] x W2p[C1, 4*C2] + b2)  (columns ordered [ey, ex, c2])
 //   out[b, m, 4y+2dy+ey, 4x+2dx+ex] = U[4p+2dy+dx, (2ey+ex)*C2 : +C2] . hyper_in[b, m, :]
 // GEMMs use weights packed per call into 16-column panels ([N/16][K][16], zero padded) and a
-// 6x16 register-blocked AVX2+FMA micro-kernel; a portable path mirrors the same structure.
+// 6x16 register-blocked AVX2+FMA micro-kernel or a 12x32 AVX-512F one (run-time choice); a portable
+// path mirrors the same structure.
 #include "cpu/mask_head_kernel.h"
 
 #include <algorithm>
@@ -225,6 +226,66 @@ SAMFAST_AVX2 void hyper_avx2(const float* U, int64_t P, int64_t q0, int64_t h, i
   }
 }
 
+// ---------------------------------------------------------------- AVX-512F path
+// R rows x NV panels (16 columns each, one zmm): panel v of this block starts at Bp + v * kNR * K.
+template <int R, int NV>
+SAMFAST_AVX512 inline void ukernel_avx512(const float* A, int64_t lda, const float* Bp, int64_t K,
+                                          const float* bias, float* Cm, int64_t ldc, bool gelu) {
+  __m512 c[R][NV];
+#pragma GCC unroll 2
+  for (int v = 0; v < NV; ++v) {
+    const __m512 z = _mm512_loadu_ps(bias + 16 * v);
+#pragma GCC unroll 12
+    for (int i = 0; i < R; ++i) c[i][v] = z;
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    __m512 b[NV];
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) b[v] = _mm512_load_ps(Bp + v * kNR * K + k * kNR);
+#pragma GCC unroll 12
+    for (int i = 0; i < R; ++i) {
+      const __m512 av = _mm512_set1_ps(A[i * lda + k]);
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) c[i][v] = _mm512_fmadd_ps(av, b[v], c[i][v]);
+    }
+  }
+#pragma GCC unroll 12
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) _mm512_storeu_ps(Cm + i * ldc + 16 * v, gelu ? gelu_avx512(c[i][v]) : c[i][v]);
+}
+
+template <int NV>
+SAMFAST_AVX512 void panels_avx512(const float* A, int64_t lda, int64_t rows, int64_t K, const float* panel,
+                                  const float* bias, float* Cm, int64_t ldc, bool gelu) {
+  int64_t i = 0;
+  for (; i + 12 <= rows; i += 12) ukernel_avx512<12, NV>(A + i * lda, lda, panel, K, bias, Cm + i * ldc, ldc, gelu);
+  const float* a = A + i * lda;
+  float* c = Cm + i * ldc;
+  switch (rows - i) {
+    case 11: ukernel_avx512<11, NV>(a, lda, panel, K, bias, c, ldc, gelu); break;
+    case 10: ukernel_avx512<10, NV>(a, lda, panel, K, bias, c, ldc, gelu); break;
+    case 9: ukernel_avx512<9, NV>(a, lda, panel, K, bias, c, ldc, gelu); break;
+    case 8: ukernel_avx512<8, NV>(a, lda, panel, K, bias, c, ldc, gelu); break;
+    case 7: ukernel_avx512<7, NV>(a, lda, panel, K, bias, c, ldc, gelu); break;
+    case 6: ukernel_avx512<6, NV>(a, lda, panel, K, bias, c, ldc, gelu); break;
+    case 5: ukernel_avx512<5, NV>(a, lda, panel, K, bias, c, ldc, gelu); break;
+    case 4: ukernel_avx512<4, NV>(a, lda, panel, K, bias, c, ldc, gelu); break;
+    case 3: ukernel_avx512<3, NV>(a, lda, panel, K, bias, c, ldc, gelu); break;
+    case 2: ukernel_avx512<2, NV>(a, lda, panel, K, bias, c, ldc, gelu); break;
+    case 1: ukernel_avx512<1, NV>(a, lda, panel, K, bias, c, ldc, gelu); break;
+    default: break;
+  }
+}
+
+// Same contract as gemm_avx2: two panels (32 columns) per register block, 12 rows.
+SAMFAST_AVX512 void gemm_avx512(const float* A, int64_t lda, int64_t rows, int64_t K, const float* Bp,
+                                int64_t Np, const float* bias, float* Cm, int64_t ldc, bool gelu) {
+  int64_t jp = 0;
+  for (; jp + 2 * kNR <= Np; jp += 2 * kNR) panels_avx512<2>(A, lda, rows, K, Bp + jp * K, bias + jp, Cm + jp, ldc, gelu);
+  if (jp < Np) panels_avx512<1>(A, lda, rows, K, Bp + jp * K, bias + jp, Cm + jp, ldc, gelu);
+}
+
 #endif  // SAMFAST_X86
 
 struct TileBufs {
@@ -233,22 +294,24 @@ struct TileBufs {
 
 template <typename OutT>
 void run_tile(const float* A, int64_t P, int64_t q0, const MaskHeadArgs& args, const Packed& pk,
-              const float* hyp, OutT* out, TileBufs& buf, bool avx2) {
+              const float* hyp, OutT* out, TileBufs& buf, bool avx2, bool avx512) {
   const int64_t C = pk.C, C1 = pk.C1;
   float* T = buf.t.p;
   float* T2 = pk.N1p == 4 * C1 ? T : buf.t2.p;
   float* U = buf.u.p;
 #if SAMFAST_X86
   if (avx2) {
-    gemm_avx2(A, C, P, C, pk.w1p.p, pk.N1p, pk.b1p.p, T, pk.N1p, false);
+    const auto gemm = avx512 ? gemm_avx512 : gemm_avx2;
+    gemm(A, C, P, C, pk.w1p.p, pk.N1p, pk.b1p.p, T, pk.N1p, false);
     if (C1 % 8 == 0) ln_gelu_avx2(T, P, pk, args.eps, T2); else ln_gelu_base(T, P, pk, args.eps, T2);
-    gemm_avx2(T2, C1, 4 * P, C1, pk.w2p.p, pk.N2p, pk.b2p.p, U, pk.N2p, true);
+    gemm(T2, C1, 4 * P, C1, pk.w2p.p, pk.N2p, pk.b2p.p, U, pk.N2p, true);
     if (pk.C2 % 8 == 0) hyper_avx2(U, P, q0, args.h, args.w, pk, hyp, args.M, out);
     else hyper_base(U, P, q0, args.h, args.w, pk, hyp, args.M, out);
     return;
   }
 #endif
   (void)avx2;
+  (void)avx512;
   gemm_base(A, C, P, C, pk.w1p.p, pk.N1p, pk.b1p.p, T, pk.N1p, false);
   ln_gelu_base(T, P, pk, args.eps, T2);
   gemm_base(T2, C1, 4 * P, C1, pk.w2p.p, pk.N2p, pk.b2p.p, U, pk.N2p, true);
@@ -256,7 +319,7 @@ void run_tile(const float* A, int64_t P, int64_t q0, const MaskHeadArgs& args, c
 }
 
 template <typename OutT>
-void mask_head_impl(const MaskHeadArgs& a, const Packed& pk, const float* hyper_all, bool avx2) {
+void mask_head_impl(const MaskHeadArgs& a, const Packed& pk, const float* hyper_all, bool avx2, bool avx512) {
   const int64_t hw = a.h * a.w, ntile = (hw + kTile - 1) / kTile, total = a.B * ntile;
   const int64_t out_batch = a.M * 16 * hw;
 #pragma omp parallel
@@ -278,7 +341,7 @@ void mask_head_impl(const MaskHeadArgs& a, const Packed& pk, const float* hyper_
         A = static_cast<const float*>(a.src) + (b * hw + q0) * pk.C;
       }
       run_tile(A, P, q0, a, pk, hyper_all + b * a.M * pk.C2, static_cast<OutT*>(a.out) + b * out_batch,
-               buf, avx2);
+               buf, avx2, avx512);
     }
   }
 }
@@ -308,9 +371,9 @@ void mask_head_cpu(const MaskHeadArgs& a) {
   AlignedFloats hyper;
   hyper.alloc(a.B * a.M * a.C2);
   for (int64_t i = 0; i < a.B * a.M * a.C2; ++i) hyper.p[i] = load_elem(a.hyper, i, a.bf16);
-  const bool avx2 = use_avx2();
-  if (a.bf16) mask_head_impl<uint16_t>(a, pk, hyper.p, avx2);
-  else mask_head_impl<float>(a, pk, hyper.p, avx2);
+  const bool avx2 = use_avx2(), avx512 = avx2 && use_avx512();
+  if (a.bf16) mask_head_impl<uint16_t>(a, pk, hyper.p, avx2, avx512);
+  else mask_head_impl<float>(a, pk, hyper.p, avx2, avx512);
 }
 
 }  // namespace samfast::cpu

@@ -1,10 +1,12 @@
 // Small dense GEMM + exp helpers shared by the decoder attention kernels (image->token, token->image):
-// C[R, Np] += A[R, K] @ B[K, Np] with row strides, Np % 8 == 0; 6x16 AVX2+FMA register blocks plus a
-// portable path. Header-only; AVX2 functions carry SAMFAST_AVX2 and run only after use_avx2().
+// C[R, Np] += A[R, K] @ B[K, Np] with row strides, Np % 8 == 0. Register blocks of 12x32 (AVX-512F),
+// 6x16 (AVX2+FMA) and a portable path; `gemm(isa, ...)` dispatches on the level picked at run time by
+// pick_isa() (SAMFAST_SIMD caps it). Header-only; ISA-specific functions carry target attributes.
 #pragma once
 #include <cmath>
 #include <cstdint>
 
+#include "cpu/cpu_features.h"
 #include "cpu/mask_simd.h"
 
 namespace samfast::cpu::small_gemm {
@@ -107,6 +109,98 @@ SAMFAST_AVX2 inline void gemm_avx2(const float* A, int64_t lda, int64_t R, int64
 SAMFAST_AVX2 inline void exp_row_avx2(float* s, int64_t n) {  // n % 8 == 0
   for (int64_t j = 0; j < n; j += 8) _mm256_storeu_ps(s + j, exp_avx2(_mm256_loadu_ps(s + j)));
 }
+
+// ---- AVX-512F path -------------------------------------------------------------------------
+
+// Register block: C[MR, 16*NV] += A[MR, K] @ B[K, 16*NV].
+template <int MR, int NV>
+SAMFAST_AVX512 inline void micro_avx512(const float* A, int64_t lda, int64_t K, const float* B, int64_t ldb,
+                                        float* C, int64_t ldc) {
+  __m512 acc[MR][NV];
+#pragma GCC unroll 12
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_loadu_ps(C + i * ldc + 16 * v);
+  for (int64_t k = 0; k < K; ++k) {
+    __m512 b[NV];
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_ps(B + k * ldb + 16 * v);
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; ++i) {
+      const __m512 a = _mm512_set1_ps(A[i * lda + k]);
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(a, b[v], acc[i][v]);
+    }
+  }
+#pragma GCC unroll 12
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) _mm512_storeu_ps(C + i * ldc + 16 * v, acc[i][v]);
+}
+
+template <int MR>
+SAMFAST_AVX512 inline void rows_avx512(const float* A, int64_t lda, int64_t K, const float* B, int64_t ldb,
+                                       int64_t Np, float* C, int64_t ldc) {
+  int64_t j = 0;
+  for (; j + 32 <= Np; j += 32) micro_avx512<MR, 2>(A, lda, K, B + j, ldb, C + j, ldc);
+  if (j + 16 <= Np) {
+    micro_avx512<MR, 1>(A, lda, K, B + j, ldb, C + j, ldc);
+    j += 16;
+  }
+  if (j < Np) micro_avx2<MR, 1>(A, lda, K, B + j, ldb, C + j, ldc);  // the last 8 columns
+}
+
+constexpr int64_t kMR512 = 12;  // rows per AVX-512 register block (24 accumulators)
+
+SAMFAST_AVX512 inline void gemm_avx512(const float* A, int64_t lda, int64_t R, int64_t K, const float* B,
+                                       int64_t ldb, int64_t Np, float* C, int64_t ldc) {
+  int64_t i = 0;
+  for (; i + kMR512 <= R; i += kMR512) rows_avx512<kMR512>(A + i * lda, lda, K, B, ldb, Np, C + i * ldc, ldc);
+  const float* a = A + i * lda;
+  float* c = C + i * ldc;
+  switch (R - i) {
+    case 11: rows_avx512<11>(a, lda, K, B, ldb, Np, c, ldc); break;
+    case 10: rows_avx512<10>(a, lda, K, B, ldb, Np, c, ldc); break;
+    case 9: rows_avx512<9>(a, lda, K, B, ldb, Np, c, ldc); break;
+    case 8: rows_avx512<8>(a, lda, K, B, ldb, Np, c, ldc); break;
+    case 7: rows_avx512<7>(a, lda, K, B, ldb, Np, c, ldc); break;
+    case 6: rows_avx512<6>(a, lda, K, B, ldb, Np, c, ldc); break;
+    case 5: rows_avx512<5>(a, lda, K, B, ldb, Np, c, ldc); break;
+    case 4: rows_avx512<4>(a, lda, K, B, ldb, Np, c, ldc); break;
+    case 3: rows_avx512<3>(a, lda, K, B, ldb, Np, c, ldc); break;
+    case 2: rows_avx512<2>(a, lda, K, B, ldb, Np, c, ldc); break;
+    case 1: rows_avx512<1>(a, lda, K, B, ldb, Np, c, ldc); break;
+    default: break;
+  }
+}
 #endif  // SAMFAST_X86
+
+// ---- dispatch ------------------------------------------------------------------------------
+enum class Isa { Base, Avx2, Avx512 };
+
+inline Isa pick_isa() {
+  if (!use_avx2()) return Isa::Base;
+  return use_avx512() ? Isa::Avx512 : Isa::Avx2;
+}
+
+// C[R, ldc] += A[R, K] @ B[K, Np]; Np % 8 == 0.
+inline void gemm(Isa isa, const float* A, int64_t lda, int64_t R, int64_t K, const float* B, int64_t ldb,
+                 int64_t Np, float* C, int64_t ldc) {
+#if SAMFAST_X86
+  if (isa == Isa::Avx512) return gemm_avx512(A, lda, R, K, B, ldb, Np, C, ldc);
+  if (isa == Isa::Avx2) return gemm_avx2(A, lda, R, K, B, ldb, Np, C, ldc);
+#endif
+  (void)isa;
+  gemm_base(A, lda, R, K, B, ldb, Np, C, ldc);
+}
+
+// s[j] = exp(s[j]); n % 8 == 0.
+inline void exp_row(Isa isa, float* s, int64_t n) {
+#if SAMFAST_X86
+  if (isa != Isa::Base) return exp_row_avx2(s, n);
+#endif
+  (void)isa;
+  exp_row_base(s, n);
+}
 
 }  // namespace samfast::cpu::small_gemm

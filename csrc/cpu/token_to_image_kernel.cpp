@@ -31,24 +31,9 @@ struct TaskBufs {
   AlignedFloats s;   // [Q, kKeys] scores -> probabilities
 };
 
-inline void gemm(bool avx2, const float* A, int64_t lda, int64_t R, int64_t K, const float* B, int64_t ldb,
-                 int64_t Np, float* C, int64_t ldc) {
-#if SAMFAST_X86
-  if (avx2) return gemm_avx2(A, lda, R, K, B, ldb, Np, C, ldc);
-#endif
-  gemm_base(A, lda, R, K, B, ldb, Np, C, ldc);
-}
-
-inline void exp_row(bool avx2, float* s, int64_t n) {  // n % 8 == 0
-#if SAMFAST_X86
-  if (avx2) return exp_row_avx2(s, n);
-#endif
-  exp_row_base(s, n);
-}
-
 // Keys [k0, k1) of batch b: running (m, l, acc) for every query row, acc: [Q, Cp].
 void run_range(const TokenToImageArgs& a, const float* U, int64_t Cp, int64_t b, int64_t k0, int64_t k1, float* m,
-               float* l, float* acc, TaskBufs& buf, bool avx2) {
+               float* l, float* acc, TaskBufs& buf, Isa isa) {
   const int64_t Q = a.Q, C = a.C;
   const float* X = a.x + (a.Bx == 1 ? 0 : b) * a.N * C;
   const float neg_inf = -std::numeric_limits<float>::infinity();
@@ -69,14 +54,14 @@ void run_range(const TokenToImageArgs& a, const float* U, int64_t Cp, int64_t b,
       for (int64_t j = kk; j < kKeys; ++j) kt[c * kKeys + j] = 0.f;
     float* S = buf.s.p;
     std::fill(S, S + Q * kKeys, 0.f);
-    gemm(avx2, U, Cp, Q, Cp, kt, kKeys, kKeys, S, kKeys);
+    gemm(isa, U, Cp, Q, Cp, kt, kKeys, kKeys, S, kKeys);
     for (int64_t i = 0; i < Q; ++i) {
       float* s = S + i * kKeys;
       float mt = s[0];
       for (int64_t j = 1; j < kk; ++j) mt = std::max(mt, s[j]);
       const float m_new = std::max(m[i], mt);
       for (int64_t j = 0; j < kKeys; ++j) s[j] -= m_new;
-      exp_row(avx2, s, kKeys);
+      exp_row(isa, s, kKeys);
       float sum = 0.f;
       for (int64_t j = 0; j < kk; ++j) sum += s[j];
       for (int64_t j = kk; j < kKeys; ++j) s[j] = 0.f;
@@ -88,7 +73,7 @@ void run_range(const TokenToImageArgs& a, const float* U, int64_t Cp, int64_t b,
       l[i] = l[i] * corr + sum;
       m[i] = m_new;
     }
-    gemm(avx2, S, kKeys, Q, kk, xt, Cp, Cp, acc, Cp);
+    gemm(isa, S, kKeys, Q, kk, xt, Cp, Cp, acc, Cp);
   }
 }
 
@@ -113,7 +98,7 @@ void token_to_image_cpu(const TokenToImageArgs& a) {
   M.alloc(a.B * nsplit * Q);
   L.alloc(a.B * nsplit * Q);
   Acc.alloc(a.B * nsplit * Q * Cp);
-  const bool avx2 = use_avx2();
+  const Isa isa = pick_isa();
   const int64_t tasks = a.B * nsplit;
 #pragma omp parallel
   {
@@ -125,7 +110,7 @@ void token_to_image_cpu(const TokenToImageArgs& a) {
     for (int64_t t = 0; t < tasks; ++t) {
       const int64_t b = t / nsplit, sp = t % nsplit;
       const int64_t k0 = std::min(a.N, sp * tiles_per * kKeys), k1 = std::min(a.N, (sp + 1) * tiles_per * kKeys);
-      run_range(a, U.p + b * Q * Cp, Cp, b, k0, k1, M.p + t * Q, L.p + t * Q, Acc.p + t * Q * Cp, buf, avx2);
+      run_range(a, U.p + b * Q * Cp, Cp, b, k0, k1, M.p + t * Q, L.p + t * Q, Acc.p + t * Q * Cp, buf, isa);
     }
     // merge the key ranges of each (batch, query row)
 #pragma omp for schedule(static)
