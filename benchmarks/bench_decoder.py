@@ -123,6 +123,18 @@ def main(argv=None) -> dict:
                 t_bf = timeit(lambda: bf.image_encoder(xb), 1 if not native_bf16 else args.encoder_repeats,
                               warmup=0 if not native_bf16 else 1)
             row("encoder samfast bf16", official=t_off, samfast=t_bf)
+            # issue #3's bar for the bf16 path: masks agree with fp32 on > 99 % of pixels
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                p32, p16 = samfast.SamPredictor(ours), samfast.SamPredictor(bf)
+                p32.set_image(image)
+                p16.set_image(image)
+                pts = rng.uniform([0, 0], [W, H], size=(4, 2))
+                agree = [float((p32.predict(pt[None], np.array([1]))[0] == p16.predict(pt[None], np.array([1]))[0])
+                               .mean()) for pt in pts]
+            results["bf16_mask_agreement"] = {"min": min(agree), "mean": float(np.mean(agree)), "prompts": len(agree)}
+            print(f"bf16 vs fp32 mask agreement over {len(agree)} point prompts: min {min(agree):.4f}, "
+                  f"mean {np.mean(agree):.4f}")
         else:
             print("encoder bf16: skipped (this CPU has no native bf16 matmul; --bf16 forces it)")
 
