@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 from . import ops
+from .memory import maybe_tune_for
 from .fast_decoder import FastMaskDecoder
 from .modeling import Sam
 from .utils.transforms import ResizeLongestSide
@@ -33,6 +34,7 @@ class SamPredictor:
         self._fast_decoder = FastMaskDecoder(sam_model)
         self.cuda_graphs = bool(cuda_graphs)
         self._graph_decoder = None
+        maybe_tune_for(self.device)  # keep large freed CPU buffers for reuse (see samfast.memory)
         self.reset_image()
 
     # ------------------------------------------------------------------ image
