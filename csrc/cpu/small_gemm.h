@@ -1,5 +1,6 @@
 // Small dense GEMM + exp helpers shared by the decoder attention kernels (image->token, token->image):
-// C[R, Np] += A[R, K] @ B[K, Np] with row strides, Np % 8 == 0. Register blocks of 12x32 (AVX-512F),
+// C[R, Np] += A[R, K] @ B[K, Np] with row strides, Np % 8 == 0; A may also be given transposed
+// (AT = true: A(i, k) = A[k * lda + i]). Register blocks of 12x32 (AVX-512F),
 // 6x16 (AVX2+FMA) and a portable path; `gemm(isa, ...)` dispatches on the level picked at run time by
 // pick_isa() (SAMFAST_SIMD caps it). Header-only; ISA-specific functions carry target attributes.
 #pragma once
@@ -15,15 +16,21 @@ constexpr int64_t kMR = 6;  // rows per register block
 
 inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
+// A(i, k) of a row-major A (AT = false) or of A stored transposed (AT = true); lda = its row stride.
+template <bool AT>
+inline const float* a_at(const float* A, int64_t lda, int64_t i, int64_t k) {
+  return AT ? A + k * lda + i : A + i * lda + k;
+}
+
 // ---- portable path -------------------------------------------------------------------------
 
-// C[R, ldc] += A[R, K] (row stride lda) @ B[K, Np] (row stride ldb); Np % 8 == 0.
+template <bool AT = false>
 inline void gemm_base(const float* A, int64_t lda, int64_t R, int64_t K, const float* B, int64_t ldb, int64_t Np,
-               float* C, int64_t ldc) {
+                      float* C, int64_t ldc) {
   for (int64_t i = 0; i < R; ++i) {
     float* c = C + i * ldc;
     for (int64_t k = 0; k < K; ++k) {
-      const float a = A[i * lda + k];
+      const float a = *a_at<AT>(A, lda, i, k);
       const float* b = B + k * ldb;
       for (int64_t j = 0; j < Np; ++j) c[j] += a * b[j];
     }
@@ -56,12 +63,12 @@ SAMFAST_AVX2 inline __m256 exp_avx2(__m256 x) {
 }
 
 // Register block: C[MR, 8*NV] += A[MR, K] @ B[K, 8*NV].
-template <int MR, int NV>
+template <int MR, int NV, bool AT>
 SAMFAST_AVX2 inline void micro_avx2(const float* A, int64_t lda, int64_t K, const float* B, int64_t ldb,
                                     float* C, int64_t ldc) {
   // (the unroll pragmas keep acc in registers: without them GCC spills it every iteration)
   __m256 acc[MR][NV];
-#pragma GCC unroll 8
+#pragma GCC unroll 12
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_loadu_ps(C + i * ldc + 8 * v);
@@ -69,39 +76,40 @@ SAMFAST_AVX2 inline void micro_avx2(const float* A, int64_t lda, int64_t K, cons
     __m256 b[NV];
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) b[v] = _mm256_loadu_ps(B + k * ldb + 8 * v);
-#pragma GCC unroll 8
+#pragma GCC unroll 12
     for (int i = 0; i < MR; ++i) {
-      const __m256 a = _mm256_broadcast_ss(A + i * lda + k);
+      const __m256 a = _mm256_broadcast_ss(a_at<AT>(A, lda, i, k));
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_fmadd_ps(a, b[v], acc[i][v]);
     }
   }
-#pragma GCC unroll 8
+#pragma GCC unroll 12
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) _mm256_storeu_ps(C + i * ldc + 8 * v, acc[i][v]);
 }
 
-template <int MR>
+template <int MR, bool AT>
 SAMFAST_AVX2 inline void rows_avx2(const float* A, int64_t lda, int64_t K, const float* B, int64_t ldb, int64_t Np,
-                            float* C, int64_t ldc) {
+                                   float* C, int64_t ldc) {
   int64_t j = 0;
-  for (; j + 16 <= Np; j += 16) micro_avx2<MR, 2>(A, lda, K, B + j, ldb, C + j, ldc);
-  if (j < Np) micro_avx2<MR, 1>(A, lda, K, B + j, ldb, C + j, ldc);
+  for (; j + 16 <= Np; j += 16) micro_avx2<MR, 2, AT>(A, lda, K, B + j, ldb, C + j, ldc);
+  if (j < Np) micro_avx2<MR, 1, AT>(A, lda, K, B + j, ldb, C + j, ldc);
 }
 
+template <bool AT = false>
 SAMFAST_AVX2 inline void gemm_avx2(const float* A, int64_t lda, int64_t R, int64_t K, const float* B, int64_t ldb,
-                            int64_t Np, float* C, int64_t ldc) {
+                                   int64_t Np, float* C, int64_t ldc) {
   int64_t i = 0;
-  for (; i + kMR <= R; i += kMR) rows_avx2<kMR>(A + i * lda, lda, K, B, ldb, Np, C + i * ldc, ldc);
-  const float* a = A + i * lda;
+  for (; i + kMR <= R; i += kMR) rows_avx2<kMR, AT>(a_at<AT>(A, lda, i, 0), lda, K, B, ldb, Np, C + i * ldc, ldc);
+  const float* a = a_at<AT>(A, lda, i, 0);
   float* c = C + i * ldc;
   switch (R - i) {
-    case 5: rows_avx2<5>(a, lda, K, B, ldb, Np, c, ldc); break;
-    case 4: rows_avx2<4>(a, lda, K, B, ldb, Np, c, ldc); break;
-    case 3: rows_avx2<3>(a, lda, K, B, ldb, Np, c, ldc); break;
-    case 2: rows_avx2<2>(a, lda, K, B, ldb, Np, c, ldc); break;
-    case 1: rows_avx2<1>(a, lda, K, B, ldb, Np, c, ldc); break;
+    case 5: rows_avx2<5, AT>(a, lda, K, B, ldb, Np, c, ldc); break;
+    case 4: rows_avx2<4, AT>(a, lda, K, B, ldb, Np, c, ldc); break;
+    case 3: rows_avx2<3, AT>(a, lda, K, B, ldb, Np, c, ldc); break;
+    case 2: rows_avx2<2, AT>(a, lda, K, B, ldb, Np, c, ldc); break;
+    case 1: rows_avx2<1, AT>(a, lda, K, B, ldb, Np, c, ldc); break;
     default: break;
   }
 }
@@ -113,7 +121,7 @@ SAMFAST_AVX2 inline void exp_row_avx2(float* s, int64_t n) {  // n % 8 == 0
 // ---- AVX-512F path -------------------------------------------------------------------------
 
 // Register block: C[MR, 16*NV] += A[MR, K] @ B[K, 16*NV].
-template <int MR, int NV>
+template <int MR, int NV, bool AT>
 SAMFAST_AVX512 inline void micro_avx512(const float* A, int64_t lda, int64_t K, const float* B, int64_t ldb,
                                         float* C, int64_t ldc) {
   __m512 acc[MR][NV];
@@ -127,7 +135,7 @@ SAMFAST_AVX512 inline void micro_avx512(const float* A, int64_t lda, int64_t K, 
     for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_ps(B + k * ldb + 16 * v);
 #pragma GCC unroll 12
     for (int i = 0; i < MR; ++i) {
-      const __m512 a = _mm512_set1_ps(A[i * lda + k]);
+      const __m512 a = _mm512_set1_ps(*a_at<AT>(A, lda, i, k));
 #pragma GCC unroll 2
       for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(a, b[v], acc[i][v]);
     }
@@ -138,38 +146,40 @@ SAMFAST_AVX512 inline void micro_avx512(const float* A, int64_t lda, int64_t K, 
     for (int v = 0; v < NV; ++v) _mm512_storeu_ps(C + i * ldc + 16 * v, acc[i][v]);
 }
 
-template <int MR>
+template <int MR, bool AT>
 SAMFAST_AVX512 inline void rows_avx512(const float* A, int64_t lda, int64_t K, const float* B, int64_t ldb,
                                        int64_t Np, float* C, int64_t ldc) {
   int64_t j = 0;
-  for (; j + 32 <= Np; j += 32) micro_avx512<MR, 2>(A, lda, K, B + j, ldb, C + j, ldc);
+  for (; j + 32 <= Np; j += 32) micro_avx512<MR, 2, AT>(A, lda, K, B + j, ldb, C + j, ldc);
   if (j + 16 <= Np) {
-    micro_avx512<MR, 1>(A, lda, K, B + j, ldb, C + j, ldc);
+    micro_avx512<MR, 1, AT>(A, lda, K, B + j, ldb, C + j, ldc);
     j += 16;
   }
-  if (j < Np) micro_avx2<MR, 1>(A, lda, K, B + j, ldb, C + j, ldc);  // the last 8 columns
+  if (j < Np) micro_avx2<MR, 1, AT>(A, lda, K, B + j, ldb, C + j, ldc);  // the last 8 columns
 }
 
 constexpr int64_t kMR512 = 12;  // rows per AVX-512 register block (24 accumulators)
 
+template <bool AT = false>
 SAMFAST_AVX512 inline void gemm_avx512(const float* A, int64_t lda, int64_t R, int64_t K, const float* B,
                                        int64_t ldb, int64_t Np, float* C, int64_t ldc) {
   int64_t i = 0;
-  for (; i + kMR512 <= R; i += kMR512) rows_avx512<kMR512>(A + i * lda, lda, K, B, ldb, Np, C + i * ldc, ldc);
-  const float* a = A + i * lda;
+  for (; i + kMR512 <= R; i += kMR512)
+    rows_avx512<kMR512, AT>(a_at<AT>(A, lda, i, 0), lda, K, B, ldb, Np, C + i * ldc, ldc);
+  const float* a = a_at<AT>(A, lda, i, 0);
   float* c = C + i * ldc;
   switch (R - i) {
-    case 11: rows_avx512<11>(a, lda, K, B, ldb, Np, c, ldc); break;
-    case 10: rows_avx512<10>(a, lda, K, B, ldb, Np, c, ldc); break;
-    case 9: rows_avx512<9>(a, lda, K, B, ldb, Np, c, ldc); break;
-    case 8: rows_avx512<8>(a, lda, K, B, ldb, Np, c, ldc); break;
-    case 7: rows_avx512<7>(a, lda, K, B, ldb, Np, c, ldc); break;
-    case 6: rows_avx512<6>(a, lda, K, B, ldb, Np, c, ldc); break;
-    case 5: rows_avx512<5>(a, lda, K, B, ldb, Np, c, ldc); break;
-    case 4: rows_avx512<4>(a, lda, K, B, ldb, Np, c, ldc); break;
-    case 3: rows_avx512<3>(a, lda, K, B, ldb, Np, c, ldc); break;
-    case 2: rows_avx512<2>(a, lda, K, B, ldb, Np, c, ldc); break;
-    case 1: rows_avx512<1>(a, lda, K, B, ldb, Np, c, ldc); break;
+    case 11: rows_avx512<11, AT>(a, lda, K, B, ldb, Np, c, ldc); break;
+    case 10: rows_avx512<10, AT>(a, lda, K, B, ldb, Np, c, ldc); break;
+    case 9: rows_avx512<9, AT>(a, lda, K, B, ldb, Np, c, ldc); break;
+    case 8: rows_avx512<8, AT>(a, lda, K, B, ldb, Np, c, ldc); break;
+    case 7: rows_avx512<7, AT>(a, lda, K, B, ldb, Np, c, ldc); break;
+    case 6: rows_avx512<6, AT>(a, lda, K, B, ldb, Np, c, ldc); break;
+    case 5: rows_avx512<5, AT>(a, lda, K, B, ldb, Np, c, ldc); break;
+    case 4: rows_avx512<4, AT>(a, lda, K, B, ldb, Np, c, ldc); break;
+    case 3: rows_avx512<3, AT>(a, lda, K, B, ldb, Np, c, ldc); break;
+    case 2: rows_avx512<2, AT>(a, lda, K, B, ldb, Np, c, ldc); break;
+    case 1: rows_avx512<1, AT>(a, lda, K, B, ldb, Np, c, ldc); break;
     default: break;
   }
 }
@@ -183,15 +193,16 @@ inline Isa pick_isa() {
   return use_avx512() ? Isa::Avx512 : Isa::Avx2;
 }
 
-// C[R, ldc] += A[R, K] @ B[K, Np]; Np % 8 == 0.
+// C[R, ldc] += A[R, K] @ B[K, Np]; Np % 8 == 0. AT: A stored transposed ([K, R] with row stride lda).
+template <bool AT = false>
 inline void gemm(Isa isa, const float* A, int64_t lda, int64_t R, int64_t K, const float* B, int64_t ldb,
                  int64_t Np, float* C, int64_t ldc) {
 #if SAMFAST_X86
-  if (isa == Isa::Avx512) return gemm_avx512(A, lda, R, K, B, ldb, Np, C, ldc);
-  if (isa == Isa::Avx2) return gemm_avx2(A, lda, R, K, B, ldb, Np, C, ldc);
+  if (isa == Isa::Avx512) return gemm_avx512<AT>(A, lda, R, K, B, ldb, Np, C, ldc);
+  if (isa == Isa::Avx2) return gemm_avx2<AT>(A, lda, R, K, B, ldb, Np, C, ldc);
 #endif
   (void)isa;
-  gemm_base(A, lda, R, K, B, ldb, Np, C, ldc);
+  gemm_base<AT>(A, lda, R, K, B, ldb, Np, C, ldc);
 }
 
 // s[j] = exp(s[j]); n % 8 == 0.

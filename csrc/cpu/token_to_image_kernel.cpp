@@ -1,7 +1,7 @@
 // Fused token->image attention (see token_to_image_kernel.h). Per (batch, key range) task, per tile of
-// kKeys image tokens: Xt = x tile (zero padded to Cp), Kt = (Xt + k_add)^T, S = U @ Kt, online softmax
-// row by row (running max m, sum l, rescaled accumulator), Acc += P @ Xt. Key ranges of one batch are
-// merged at the end: out = sum_s e^(m_s - M) Acc_s / sum_s e^(m_s - M) l_s.
+// kKeys image tokens: K = x tile + k_add, S^T = K @ U^T, online softmax per query (running max m, sum l,
+// rescaled accumulator), Acc += P @ x tile. Key ranges of one batch are merged at the end:
+// out = sum_s e^(m_s - M) Acc_s / sum_s e^(m_s - M) l_s.
 #include "cpu/token_to_image_kernel.h"
 
 #include <algorithm>
@@ -26,54 +26,81 @@ using namespace small_gemm;
 constexpr int64_t kKeys = 64;  // image tokens per tile (multiple of 8)
 
 struct TaskBufs {
-  AlignedFloats xt;  // [kKeys, Cp] values tile
-  AlignedFloats kt;  // [Cp, kKeys] keys tile, transposed
-  AlignedFloats s;   // [Q, kKeys] scores -> probabilities
+  AlignedFloats kb;   // [kKeys, Cp] keys tile x + k_add (zero padded columns)
+  AlignedFloats xb;   // [kKeys, Cp] values tile, when C is not a multiple of 8 (padding)
+  AlignedFloats st;   // [kKeys, Qp] scores^T -> probabilities^T
+  AlignedFloats mt, corr;  // [Qp] tile max, rescale factors
 };
 
-// Keys [k0, k1) of batch b: running (m, l, acc) for every query row, acc: [Q, Cp].
-void run_range(const TokenToImageArgs& a, const float* U, int64_t Cp, int64_t b, int64_t k0, int64_t k1, float* m,
-               float* l, float* acc, TaskBufs& buf, Isa isa) {
+// Keys [k0, k1) of batch b: running (m, l, acc) for every query row; UT: [Cp, Qp] = u[b]^T, acc: [Q, Cp].
+// Scores are formed transposed (S^T = K @ U^T), so the softmax statistics run along contiguous rows and
+// the PV product reads P through the transposed-A GEMM: no per-tile transposes.
+void run_range(const TokenToImageArgs& a, const float* UT, int64_t Cp, int64_t Qp, int64_t b, int64_t k0,
+               int64_t k1, float* m, float* l, float* acc, TaskBufs& buf, Isa isa) {
   const int64_t Q = a.Q, C = a.C;
   const float* X = a.x + (a.Bx == 1 ? 0 : b) * a.N * C;
   const float neg_inf = -std::numeric_limits<float>::infinity();
-  std::fill(m, m + Q, neg_inf);
-  std::fill(l, l + Q, 0.f);
+  std::fill(m, m + Qp, neg_inf);
+  std::fill(l, l + Qp, 0.f);
   std::fill(acc, acc + Q * Cp, 0.f);
+  float* mt = buf.mt.p;
+  float* corr = buf.corr.p;
   for (int64_t n0 = k0; n0 < k1; n0 += kKeys) {
     const int64_t kk = std::min(kKeys, k1 - n0);
-    float* xt = buf.xt.p;
-    float* kt = buf.kt.p;
-    for (int64_t j = 0; j < kk; ++j) {
-      const float* xr = X + (n0 + j) * C;
-      std::memcpy(xt + j * Cp, xr, C * sizeof(float));  // padding columns C..Cp stay zero
-      const float* ka = a.k_add ? a.k_add + (n0 + j) * C : nullptr;
-      for (int64_t c = 0; c < C; ++c) kt[c * kKeys + j] = ka ? xr[c] + ka[c] : xr[c];
+    const float* xs = X + n0 * C;
+    // values: x rows in place when they need no padding
+    const float* V = xs;
+    int64_t ldv = C;
+    if (C != Cp) {
+      for (int64_t j = 0; j < kk; ++j) std::memcpy(buf.xb.p + j * Cp, xs + j * C, C * sizeof(float));
+      V = buf.xb.p;
+      ldv = Cp;
     }
-    for (int64_t c = 0; c < C; ++c)  // keys past the end of a short tile score 0 and are masked below
-      for (int64_t j = kk; j < kKeys; ++j) kt[c * kKeys + j] = 0.f;
-    float* S = buf.s.p;
-    std::fill(S, S + Q * kKeys, 0.f);
-    gemm(isa, U, Cp, Q, Cp, kt, kKeys, kKeys, S, kKeys);
-    for (int64_t i = 0; i < Q; ++i) {
-      float* s = S + i * kKeys;
-      float mt = s[0];
-      for (int64_t j = 1; j < kk; ++j) mt = std::max(mt, s[j]);
-      const float m_new = std::max(m[i], mt);
-      for (int64_t j = 0; j < kKeys; ++j) s[j] -= m_new;
-      exp_row(isa, s, kKeys);
-      float sum = 0.f;
-      for (int64_t j = 0; j < kk; ++j) sum += s[j];
-      for (int64_t j = kk; j < kKeys; ++j) s[j] = 0.f;
-      const float corr = std::exp(m[i] - m_new);  // 0 on the first tile (m = -inf)
-      if (corr != 1.f) {
-        float* ar = acc + i * Cp;
-        for (int64_t c = 0; c < Cp; ++c) ar[c] *= corr;
+    // keys: x + k_add (or the values themselves)
+    const float* Kt = V;
+    int64_t ldk = ldv;
+    if (a.k_add) {
+      const float* ka = a.k_add + n0 * C;
+      for (int64_t j = 0; j < kk; ++j) {
+        float* kr = buf.kb.p + j * Cp;
+        const float* xr = xs + j * C;
+        const float* ar = ka + j * C;
+        for (int64_t c = 0; c < C; ++c) kr[c] = xr[c] + ar[c];
       }
-      l[i] = l[i] * corr + sum;
-      m[i] = m_new;
+      Kt = buf.kb.p;
+      ldk = Cp;
     }
-    gemm(isa, S, kKeys, Q, kk, xt, Cp, Cp, acc, Cp);
+    float* st = buf.st.p;
+    std::fill(st, st + kk * Qp, 0.f);
+    gemm(isa, Kt, ldk, kk, Cp, UT, Qp, Qp, st, Qp);  // S^T[kk, Qp]
+    // online softmax along each query column
+    std::copy(st, st + Qp, mt);
+    for (int64_t j = 1; j < kk; ++j) {
+      const float* r = st + j * Qp;
+      for (int64_t q = 0; q < Qp; ++q) mt[q] = std::max(mt[q], r[q]);
+    }
+    for (int64_t q = 0; q < Qp; ++q) {
+      const float m_new = std::max(m[q], mt[q]);
+      corr[q] = m[q] - m_new;  // -inf on the first tile: exp -> 0 (acc and l are 0 then anyway)
+      m[q] = m_new;
+    }
+    exp_row(isa, corr, Qp);
+    for (int64_t j = 0; j < kk; ++j) {
+      float* r = st + j * Qp;
+      for (int64_t q = 0; q < Qp; ++q) r[q] -= m[q];
+      exp_row(isa, r, Qp);
+    }
+    for (int64_t q = 0; q < Qp; ++q) l[q] *= corr[q];
+    for (int64_t j = 0; j < kk; ++j) {
+      const float* r = st + j * Qp;
+      for (int64_t q = 0; q < Qp; ++q) l[q] += r[q];
+    }
+    for (int64_t q = 0; q < Q; ++q) {
+      float* ar = acc + q * Cp;
+      const float f = corr[q];
+      for (int64_t c = 0; c < Cp; ++c) ar[c] *= f;
+    }
+    gemm<true>(isa, st, Qp, Q, kk, V, ldv, Cp, acc, Cp);  // acc[Q, Cp] += P[Q, kk] @ V[kk, Cp]
   }
 }
 
@@ -81,7 +108,7 @@ void run_range(const TokenToImageArgs& a, const float* U, int64_t Cp, int64_t b,
 
 void token_to_image_cpu(const TokenToImageArgs& a) {
   if (a.B == 0 || a.Q == 0 || a.C == 0) return;
-  const int64_t Q = a.Q, C = a.C, Cp = round_up(C, 8);
+  const int64_t Q = a.Q, C = a.C, Cp = round_up(C, 8), Qp = round_up(Q, 8);
   const int64_t ntiles = (a.N + kKeys - 1) / kKeys;
 #ifdef SAMFAST_WITH_OPENMP
   const int64_t threads = std::max(1, omp_get_max_threads());
@@ -92,40 +119,44 @@ void token_to_image_cpu(const TokenToImageArgs& a) {
   const int64_t nsplit = std::clamp<int64_t>((2 * threads + a.B - 1) / a.B, 1, ntiles);
   const int64_t tiles_per = (ntiles + nsplit - 1) / nsplit;
 
-  AlignedFloats U, M, L, Acc;
-  U.alloc(a.B * Q * Cp);  // zero padded columns
-  for (int64_t r = 0; r < a.B * Q; ++r) std::memcpy(U.p + r * Cp, a.u + r * C, C * sizeof(float));
-  M.alloc(a.B * nsplit * Q);
-  L.alloc(a.B * nsplit * Q);
+  AlignedFloats UT, M, L, Acc;
+  UT.alloc(a.B * Cp * Qp);  // u[b]^T, zero padded
+  for (int64_t b = 0; b < a.B; ++b)
+    for (int64_t q = 0; q < Q; ++q)
+      for (int64_t c = 0; c < C; ++c) UT.p[(b * Cp + c) * Qp + q] = a.u[(b * Q + q) * C + c];
+  M.alloc(a.B * nsplit * Qp);
+  L.alloc(a.B * nsplit * Qp);
   Acc.alloc(a.B * nsplit * Q * Cp);
   const Isa isa = pick_isa();
   const int64_t tasks = a.B * nsplit;
 #pragma omp parallel
   {
     TaskBufs buf;
-    buf.xt.alloc(kKeys * Cp);
-    buf.kt.alloc(Cp * kKeys);
-    buf.s.alloc(Q * kKeys);
+    if (a.k_add) buf.kb.alloc(kKeys * Cp);
+    if (C != Cp) buf.xb.alloc(kKeys * Cp);
+    buf.st.alloc(kKeys * Qp);
+    buf.mt.alloc(Qp);
+    buf.corr.alloc(Qp);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t t = 0; t < tasks; ++t) {
       const int64_t b = t / nsplit, sp = t % nsplit;
       const int64_t k0 = std::min(a.N, sp * tiles_per * kKeys), k1 = std::min(a.N, (sp + 1) * tiles_per * kKeys);
-      run_range(a, U.p + b * Q * Cp, Cp, b, k0, k1, M.p + t * Q, L.p + t * Q, Acc.p + t * Q * Cp, buf, isa);
+      run_range(a, UT.p + b * Cp * Qp, Cp, Qp, b, k0, k1, M.p + t * Qp, L.p + t * Qp, Acc.p + t * Q * Cp, buf, isa);
     }
     // merge the key ranges of each (batch, query row)
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < a.B * Q; ++r) {
       const int64_t b = r / Q, i = r % Q;
       float mmax = -std::numeric_limits<float>::infinity();
-      for (int64_t sp = 0; sp < nsplit; ++sp) mmax = std::max(mmax, M.p[(b * nsplit + sp) * Q + i]);
+      for (int64_t sp = 0; sp < nsplit; ++sp) mmax = std::max(mmax, M.p[(b * nsplit + sp) * Qp + i]);
       float* o = a.out + r * C;
       std::fill(o, o + C, 0.f);
       float lsum = 0.f;
       for (int64_t sp = 0; sp < nsplit; ++sp) {
         const int64_t t = b * nsplit + sp;
-        if (L.p[t * Q + i] == 0.f) continue;  // empty key range
-        const float w = std::exp(M.p[t * Q + i] - mmax);
-        lsum += w * L.p[t * Q + i];
+        if (L.p[t * Qp + i] == 0.f) continue;  // empty key range
+        const float w = std::exp(M.p[t * Qp + i] - mmax);
+        lsum += w * L.p[t * Qp + i];
         const float* ar = Acc.p + (t * Q + i) * Cp;
         for (int64_t c = 0; c < C; ++c) o[c] += w * ar[c];
       }
