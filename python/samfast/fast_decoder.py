@@ -52,8 +52,8 @@ def _t2i(attn: Attention, q_tok: Tensor, x: Tensor, pe: Tensor,
     qh = F.linear(q_tok, attn.q_proj.weight, attn.q_proj.bias).view(B, T, H, dh)
     if cached is not None:  # every prompt's queries of one head in one matmul: [H, B*T, dh] @ [H, dh, N]
         kt, vh = cached
-        q2 = qh.permute(2, 0, 1, 3).reshape(H, B * T, dh)
-        p = torch.softmax(torch.bmm(q2, kt) * (1.0 / math.sqrt(dh)), dim=-1)  # [H, B*T, N]
+        q2 = qh.permute(2, 0, 1, 3).reshape(H, B * T, dh) * (1.0 / math.sqrt(dh))  # scale the small side
+        p = torch.softmax(torch.bmm(q2, kt), dim=-1)  # [H, B*T, N]
         out = torch.bmm(p, vh).view(H, B, T, dh).permute(1, 2, 0, 3).reshape(B, T, di)
     else:
         wk = attn.k_proj.weight.view(H, dh, C)
