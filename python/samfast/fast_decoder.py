@@ -149,12 +149,16 @@ class FastMaskDecoder:
             queries = layer.norm3(queries + layer.mlp(queries))
             x = _i2t(layer.cross_attn_image_to_token, layer.norm4, x, pe, queries + tokens, queries,
                      cache.q0 if use_cache else None)
-        att = tr.final_attn_token_to_image
-        queries = tr.norm_final_attn(queries + _t2i(att, queries + tokens, x, pe))
-        iou_pred = dec.iou_prediction_head(queries[:, 0, :])
+        # The final attention only matters for the tokens read afterwards: the IoU token and the mask
+        # tokens of the requested output (attention rows and the LayerNorm are per token).
         sl = slice(1, None) if multimask_output else slice(0, 1)
+        used = [0] + list(range(1, 1 + dec.num_mask_tokens))[sl]
+        q_used, t_used = queries[:, used], tokens[:, used]
+        att = tr.final_attn_token_to_image
+        q_used = tr.norm_final_attn(q_used + _t2i(att, q_used + t_used, x, pe))
+        iou_pred = dec.iou_prediction_head(q_used[:, 0, :])
         mlps = list(dec.output_hypernetworks_mlps)[sl]
-        mask_tokens = queries[:, 1 : 1 + dec.num_mask_tokens, :][:, sl]
+        mask_tokens = q_used[:, 1:, :]
         hyper_in = torch.stack([mlp(mask_tokens[:, j, :]) for j, mlp in enumerate(mlps)], dim=1)
         up = dec.output_upscaling
         h, w = cache.hw
