@@ -1,5 +1,6 @@
 // Fused image->token attention + residual + LayerNorm (see image_to_token_kernel.h).
-// Per tile of kTile image rows: S = Q @ U + cb (scores, [rows, HTp]), per-head softmax in place,
+// Per tile of kTile image rows: S = Q @ U + cb (scores, [rows, HTp], columns t*H + h), per-head
+// softmax in place (vectorized across the heads),
 // O = residual + out_bias + P @ R ([rows, Cp]), LayerNorm row by row into `out`.
 // U / R / cb are repacked once per call with their column counts padded to multiples of 8
 // (padding is zero, so padded score columns multiply zero rows of R and padded O columns are ignored).
@@ -58,6 +59,57 @@ SAMFAST_AVX2 void layer_norm_row_avx2(const float* y, int64_t C, int64_t Cp, con
 
 // ---- driver --------------------------------------------------------------------------------
 
+// s: one row of scores [T * H (+ padding to HTp)], column t*H + h; softmax over t for each head h.
+void softmax_heads_base(float* s, int64_t H, int64_t T) {
+  for (int64_t h = 0; h < H; ++h) {
+    float m = s[h];
+    for (int64_t t = 1; t < T; ++t) m = std::max(m, s[t * H + h]);
+    float sum = 0.f;
+    for (int64_t t = 0; t < T; ++t) sum += (s[t * H + h] = std::exp(s[t * H + h] - m));
+    const float inv = 1.f / sum;
+    for (int64_t t = 0; t < T; ++t) s[t * H + h] *= inv;
+  }
+}
+
+#if SAMFAST_X86
+SAMFAST_AVX2 void softmax_heads8_avx2(float* s, int64_t T) {
+  __m256 m = _mm256_loadu_ps(s);
+  for (int64_t t = 1; t < T; ++t) m = _mm256_max_ps(m, _mm256_loadu_ps(s + 8 * t));
+  __m256 sum = _mm256_setzero_ps();
+  for (int64_t t = 0; t < T; ++t) {
+    const __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(s + 8 * t), m));
+    _mm256_storeu_ps(s + 8 * t, e);
+    sum = _mm256_add_ps(sum, e);
+  }
+  const __m256 inv = _mm256_div_ps(_mm256_set1_ps(1.f), sum);
+  for (int64_t t = 0; t < T; ++t) _mm256_storeu_ps(s + 8 * t, _mm256_mul_ps(_mm256_loadu_ps(s + 8 * t), inv));
+}
+#endif
+
+void softmax_heads(Isa isa, float* s, int64_t H, int64_t T, int64_t HTp) {
+#if SAMFAST_X86
+  if (isa != Isa::Base && H == 8) return softmax_heads8_avx2(s, T);
+  if (isa != Isa::Base) {  // vector exp over the row, per-head max / sum in scalar code
+    for (int64_t h = 0; h < H; ++h) {
+      float m = s[h];
+      for (int64_t t = 1; t < T; ++t) m = std::max(m, s[t * H + h]);
+      for (int64_t t = 0; t < T; ++t) s[t * H + h] -= m;
+    }
+    for (int64_t j = H * T; j < HTp; ++j) s[j] = 0.f;
+    exp_row(isa, s, HTp);
+    for (int64_t h = 0; h < H; ++h) {
+      float sum = 0.f;
+      for (int64_t t = 0; t < T; ++t) sum += s[t * H + h];
+      const float inv = 1.f / sum;
+      for (int64_t t = 0; t < T; ++t) s[t * H + h] *= inv;
+    }
+    return;
+  }
+#endif
+  (void)HTp;
+  softmax_heads_base(s, H, T);
+}
+
 struct Packed {
   int64_t HT = 0, HTp = 0, Cp = 0;
   AlignedFloats u;   // [B, Cq, HTp]
@@ -87,24 +139,9 @@ void run_tile(const ImageToTokenArgs& a, const Packed& pk, int64_t b, int64_t n0
   for (int64_t i = 0; i < R; ++i) std::memcpy(S + i * HTp, pk.cb.p + b * HTp, HTp * sizeof(float));
   const float* U = pk.u.p + b * Cq * HTp;
   gemm(isa, Q, Cq, R, Cq, U, HTp, HTp, S, HTp);
-  // per-head softmax over T
-  for (int64_t i = 0; i < R; ++i) {
-    float* s = S + i * HTp;
-    for (int64_t h = 0; h < a.H; ++h) {
-      float* sh = s + h * T;
-      float m = sh[0];
-      for (int64_t t = 1; t < T; ++t) m = std::max(m, sh[t]);
-      for (int64_t t = 0; t < T; ++t) sh[t] -= m;
-    }
-    exp_row(isa, s, HTp);
-    for (int64_t h = 0; h < a.H; ++h) {
-      float* sh = s + h * T;
-      float sum = 0.f;
-      for (int64_t t = 0; t < T; ++t) sum += sh[t];
-      const float inv = 1.f / sum;
-      for (int64_t t = 0; t < T; ++t) sh[t] *= inv;
-    }
-  }
+  // per-head softmax over the T tokens; columns are token-major (j = t*H + h), so with H = 8 each
+  // token's 8 head scores are one AVX2 vector and the softmax runs across heads in parallel
+  for (int64_t i = 0; i < R; ++i) softmax_heads(isa, S + i * HTp, a.H, T, HTp);
   // O = residual + out_bias + P @ R
   float* O = buf.o.p;
   const float* X = a.residual + ((a.Bx == 1 ? 0 : b) * a.N + n0) * C;

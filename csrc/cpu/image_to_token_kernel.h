@@ -1,6 +1,7 @@
 // Fused SAM decoder image->token attention + residual + LayerNorm on CPU
 // (see samfast.ops.image_to_token_attention_reference). Per image row n of batch b:
-//   s = (q_in[n] (+ q_add[n])) @ u[b] + cb[b]; p = softmax over each head's T scores;
+//   s = (q_in[n] (+ q_add[n])) @ u[b] + cb[b]; p = softmax over each head's T scores
+//   (columns token-major: j = t*H + h);
 //   out[b, n] = LayerNorm(residual[n] + p @ r[b] + out_bias) * ln_w + ln_b.
 // Rows are processed in tiles, so the [B, N, HT] scores and [B, N, C] attention output never hit memory.
 #pragma once
@@ -12,9 +13,9 @@ struct ImageToTokenArgs {
   int64_t B = 0, Bq = 1, Bx = 1, N = 0, Cq = 0, C = 0, H = 0, T = 0;
   const float* q_in = nullptr;      // [Bq, N, Cq]  (Bq = 1 or B)
   const float* q_add = nullptr;     // [N, Cq] or nullptr
-  const float* u = nullptr;         // [B, Cq, H*T]
-  const float* cb = nullptr;        // [B, H*T]
-  const float* r = nullptr;         // [B, H*T, C]
+  const float* u = nullptr;         // [B, Cq, T*H]  column t*H + h
+  const float* cb = nullptr;        // [B, T*H]
+  const float* r = nullptr;         // [B, T*H, C]  row t*H + h
   const float* out_bias = nullptr;  // [C]
   const float* residual = nullptr;  // [Bx, N, C]  (Bx = 1 or B)
   const float* ln_w = nullptr;      // [C]

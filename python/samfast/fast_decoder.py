@@ -75,18 +75,18 @@ def _i2t(attn: Attention, norm: torch.nn.LayerNorm, x: Tensor, pe: Tensor, k_tok
     scale = 1.0 / math.sqrt(dh)
     kh = F.linear(k_tok, attn.k_proj.weight, attn.k_proj.bias).view(B, T, H, dh)
     vh = F.linear(v_tok, attn.v_proj.weight, attn.v_proj.bias).view(B, T, H, dh)
-    if cached_q is not None:  # [N, di]: q_proj already applied; u block-diagonal over heads [B, di, H*T]
+    if cached_q is not None:  # [N, di]: q_proj already applied; u block-diagonal over heads [B, di, T*H]
         eye = torch.eye(H, dtype=kh.dtype, device=kh.device)
-        u = torch.einsum("bthd,hg->bhdgt", kh, eye).reshape(B, di, H * T) * scale
+        u = torch.einsum("bthd,hg->bhdtg", kh, eye).reshape(B, di, T * H) * scale
         cb = kh.new_zeros(B, H * T)
         q_in, q_add = cached_q.unsqueeze(0), None
     else:
         wq = attn.q_proj.weight.view(H, dh, C)
-        u = torch.einsum("bthd,hdc->bcht", kh, wq).reshape(B, C, H * T) * scale
-        cb = torch.einsum("hd,bthd->bht", attn.q_proj.bias.view(H, dh), kh).reshape(B, H * T) * scale
+        u = torch.einsum("bthd,hdc->bcth", kh, wq).reshape(B, C, T * H) * scale
+        cb = torch.einsum("hd,bthd->bth", attn.q_proj.bias.view(H, dh), kh).reshape(B, T * H) * scale
         q_in, q_add = x, pe[0]
     wo = attn.out_proj.weight.view(C, H, dh)
-    r = torch.einsum("bthd,chd->bhtc", vh, wo).reshape(B, H * T, C)
+    r = torch.einsum("bthd,chd->bthc", vh, wo).reshape(B, T * H, C)
     return ops.image_to_token_attention(q_in, q_add, u, cb, r, attn.out_proj.bias, x, norm.weight, norm.bias,
                                         norm.eps, H)
 

@@ -30,20 +30,20 @@ def image_to_token_attention_reference(
 ) -> Tensor:
     """LayerNorm(residual + softmax_t((q_in + q_add) @ u + cb) @ r + out_bias) * ln_w + ln_b.
 
-    q_in: [Bq, N, Cq] (Bq = 1 or B), q_add: [N, Cq] or None, u: [B, Cq, H*T] (column j = h*T + t),
-    cb: [B, H*T], r: [B, H*T, C], out_bias/ln_w/ln_b: [C], residual: [Bx, N, C] (Bx = 1 or B).
+    q_in: [Bq, N, Cq] (Bq = 1 or B), q_add: [N, Cq] or None, u: [B, Cq, T*H] (column j = t*H + h,
+    token-major), cb: [B, T*H], r: [B, T*H, C] (row t*H + h), out_bias/ln_w/ln_b: [C], residual: [Bx, N, C] (Bx = 1 or B).
     The softmax runs over each head's T scores. Returns [B, N, C]."""
     B, _, HT = u.shape
     q = q_in if q_add is None else q_in + q_add
     N = q.shape[1]
     s = torch.matmul(q, u) + cb[:, None, :]  # [B, N, HT]
-    p = torch.softmax(s.view(B, N, num_heads, HT // num_heads), dim=-1).view(B, N, HT)
+    p = torch.softmax(s.view(B, N, HT // num_heads, num_heads), dim=-2).view(B, N, HT)
     y = residual + (torch.matmul(p, r) + out_bias)
     return F.layer_norm(y, (y.shape[-1],), ln_w, ln_b, eps)
 
 
 def _check_i2t_args(q_in, q_add, u, cb, r, out_bias, residual, ln_w, ln_b, num_heads) -> None:
-    _check(isinstance(u, Tensor) and u.dim() == 3, ValueError, f"u: expected [B, Cq, H*T], got {_shape(u)}")
+    _check(isinstance(u, Tensor) and u.dim() == 3, ValueError, f"u: expected [B, Cq, T*H], got {_shape(u)}")
     B, Cq, HT = u.shape
     _check(num_heads > 0 and HT > 0 and HT % num_heads == 0, ValueError,
            f"u: last dim {HT} must be a positive multiple of num_heads ({num_heads})")
