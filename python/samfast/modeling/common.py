@@ -4,6 +4,8 @@ from typing import Type
 import torch
 from torch import nn
 
+from . import packed_linear
+
 
 class MLPBlock(nn.Module):
     """lin1 -> act -> lin2 (transformer feed-forward)."""
@@ -15,7 +17,9 @@ class MLPBlock(nn.Module):
         self.act = act()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lin2(self.act(self.lin1(x)))
+        if isinstance(self.act, nn.GELU) and self.act.approximate == "none":  # GELU fused into lin1
+            return packed_linear.linear(self.lin2, packed_linear.linear(self.lin1, x, gelu=True))
+        return packed_linear.linear(self.lin2, self.act(packed_linear.linear(self.lin1, x)))
 
 
 class LayerNorm2d(nn.Module):

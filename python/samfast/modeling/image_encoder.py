@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .. import ops
+from . import packed_linear
 from .common import LayerNorm2d, MLPBlock
 
 
@@ -152,7 +153,7 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, window_size: int = 0) -> torch.Tensor:
         """x: BxHxWxC (already normed) -> BxHxWxC."""
         B, H, W, C = x.shape
-        qkv = self.qkv(x)  # [B, H, W, 3C]
+        qkv = packed_linear.linear(self.qkv, x)  # [B, H, W, 3C]
         if self.qkv.bias is not None:
             bias = self.qkv.bias.to(qkv.dtype)
         else:
@@ -160,7 +161,7 @@ class Attention(nn.Module):
         sh, sw = (window_size, window_size) if window_size > 0 else (H, W)
         rel_h, rel_w = self._gathered_rel_pos(sh, sw, qkv)
         out = ops.rel_pos_attention(qkv, bias, rel_h, rel_w, self.num_heads, window_size)
-        return self.proj(out)
+        return packed_linear.linear(self.proj, out)
 
 
 class PatchEmbed(nn.Module):

@@ -1,0 +1,88 @@
+"""fp32 linears through oneDNN with pre-packed weights (CPU image encoder hot path).
+
+PyTorch's fp32 `F.linear` on CPU calls MKL's sgemm, which on AMD CPUs runs its AVX2 code even where
+the CPU has AVX-512. oneDNN (bundled with PyTorch) dispatches on the CPU's features instead; with the
+weight reordered once into its blocked layout and GELU fused into the GEMM epilogue, a ViT-B MLP linear
+(4096x768 @ 768x3072) ran at 360 GFLOP/s against 165 for `F.gelu(F.linear(...))` on the 2-vCPU
+AVX-512 reference machine (benchmarks/RESULTS.md). Results are fp32-exact to rounding (oneDNN's
+default strict fp32 math; checked against float64 in tests).
+
+Used when the kernels backend is on, the input is a CPU float32 tensor that needs no gradient, the
+GEMM has >= MIN_ROWS rows, and SAMFAST_ONEDNN_LINEAR allows it: "auto" (default: CPUs with AVX-512),
+"1" (always), "0" (never). The packed copy costs one more copy of each packed weight in memory; it is
+rebuilt when the weight changes (moved, reloaded or edited in place).
+"""
+from __future__ import annotations
+
+import os
+import weakref
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MIN_ROWS = 256
+_PACK_BATCH_HINT = 4096  # oneDNN's layout hint (any row count works)
+_avx512 = None
+# module -> (weight key, packed weight); kept outside the module so copying, pickling and exporting the
+# model never see the opaque oneDNN tensor
+_PACKED: "weakref.WeakKeyDictionary[nn.Linear, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _ops_available() -> bool:
+    mk = getattr(torch.ops, "mkldnn", None)
+    try:
+        return (mk is not None and hasattr(mk, "_linear_pointwise") and hasattr(mk, "_reorder_linear_weight")
+                and torch.backends.mkldnn.is_available())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _mode() -> str:
+    return os.environ.get("SAMFAST_ONEDNN_LINEAR", "auto")
+
+
+def use_packed(mod: nn.Linear, x: torch.Tensor) -> bool:
+    global _avx512
+    mode = _mode()
+    if mode == "0" or x.device.type != "cpu" or x.dtype != torch.float32 or mod.weight.dtype != torch.float32:
+        return False
+    if torch.is_grad_enabled() and (x.requires_grad or mod.weight.requires_grad):
+        return False
+    if x.numel() < MIN_ROWS * mod.in_features or torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return False
+    if torch.onnx.is_in_onnx_export():
+        return False
+    from .. import ops  # late: the modeling package is imported by ops users
+
+    if ops.get_backend() != "kernels":
+        return False
+    if mode == "auto":
+        if _avx512 is None:
+            from .. import _C
+
+            _avx512 = bool(_C.cpu_features().get("avx512f", False))
+        if not _avx512:
+            return False
+    return _ops_available()
+
+
+def _packed_weight(mod: nn.Linear) -> torch.Tensor:
+    w = mod.weight
+    key = (w.data_ptr(), w._version, tuple(w.shape))
+    cached = _PACKED.get(mod)
+    if cached is None or cached[0] != key:
+        with torch.no_grad():
+            cached = (key, torch.ops.mkldnn._reorder_linear_weight(w.detach(), _PACK_BATCH_HINT))
+        _PACKED[mod] = cached
+    return cached[1]
+
+
+def linear(mod: nn.Linear, x: torch.Tensor, gelu: bool = False) -> torch.Tensor:
+    """mod(x), then exact (erf) GELU when `gelu`; oneDNN-packed when `use_packed`, else F.linear."""
+    if use_packed(mod, x):
+        b = mod.bias.detach() if mod.bias is not None else None
+        return torch.ops.mkldnn._linear_pointwise(x, _packed_weight(mod), b, "gelu" if gelu else "none", [],
+                                                  "none" if gelu else "")
+    y = F.linear(x, mod.weight, mod.bias)
+    return F.gelu(y) if gelu else y
