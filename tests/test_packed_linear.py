@@ -26,13 +26,13 @@ def make(in_f=96, out_f=200, rows=300, seed=0):
     return mod, torch.randn(2, rows // 2, in_f, generator=g)
 
 
-@pytest.mark.parametrize("gelu", [False, True])
-def test_matches_float64(forced, gelu):
+@pytest.mark.parametrize("act", [None, "gelu", "relu"])
+def test_matches_float64(forced, act):
     mod, x = make()
     assert packed_linear.use_packed(mod, x)
-    out = packed_linear.linear(mod, x, gelu=gelu)
+    out = packed_linear.linear(mod, x, act=act)
     ref = F.linear(x.double(), mod.weight.double(), mod.bias.double())
-    ref = F.gelu(ref) if gelu else ref
+    ref = {None: ref, "gelu": F.gelu(ref), "relu": F.relu(ref)}[act]
     assert out.shape == ref.shape and out.dtype == torch.float32
     assert float((out.double() - ref).abs().max() / ref.abs().max()) < 1e-5
     assert mod in packed_linear._PACKED
@@ -53,7 +53,13 @@ def test_bypassed_when_it_must_be(monkeypatch):
     monkeypatch.setenv("SAMFAST_ONEDNN_LINEAR", "0")
     assert not packed_linear.use_packed(mod, x)
     monkeypatch.setenv("SAMFAST_ONEDNN_LINEAR", "1")
-    assert not packed_linear.use_packed(mod, x[:, :10])         # too few rows
+    assert not packed_linear.use_packed(mod, x[:, :10])         # too few rows for a small weight
+    big, xb = make(in_f=256, out_f=2048, rows=8)
+    assert packed_linear.use_packed(big, xb)                     # few rows, large weight: packed
+    assert float((packed_linear.linear(big, xb, act="relu") - F.relu(F.linear(xb, big.weight, big.bias)))
+                 .abs().max()) < 1e-4
+    with pytest.raises(ValueError, match="act"):
+        packed_linear.linear(mod, x, act="tanh")
     assert not packed_linear.use_packed(mod, x.double())         # not float32
     xg = x.clone().requires_grad_(True)
     assert not packed_linear.use_packed(mod, xg)                 # autograd needs the plain path

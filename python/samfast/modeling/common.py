@@ -17,8 +17,10 @@ class MLPBlock(nn.Module):
         self.act = act()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.act, nn.GELU) and self.act.approximate == "none":  # GELU fused into lin1
-            return packed_linear.linear(self.lin2, packed_linear.linear(self.lin1, x, gelu=True))
+        if type(self.act) is nn.GELU and self.act.approximate == "none":  # activation fused into lin1
+            return packed_linear.linear(self.lin2, packed_linear.linear(self.lin1, x, act="gelu"))
+        if type(self.act) is nn.ReLU:
+            return packed_linear.linear(self.lin2, packed_linear.linear(self.lin1, x, act="relu"))
         return packed_linear.linear(self.lin2, self.act(packed_linear.linear(self.lin1, x)))
 
 
