@@ -1,9 +1,8 @@
 """The custom ops have fake implementations: the encoder and decoder trace under torch.compile."""
-import pytest
 import torch
 
 import samfast
-from sam_testing import TINY, make_checkpoint, random_image, rel_err
+from sam_testing import TINY, make_checkpoint, rel_err
 
 
 def test_encoder_and_ops_trace_with_fake_impls(tmp_path):

@@ -39,7 +39,7 @@ from __future__ import annotations
 import copy
 import os
 import warnings
-from typing import List, Optional, Tuple, Union
+from typing import Tuple, Union
 
 import torch
 import torch.nn.functional as F
