@@ -12,7 +12,10 @@ the token side (tokens T << channels C):
   image->token: (Wq_h K_n + bq_h) . k_t = K_n . (Wq_h^T k_t) + bq_h . k_t,
                 out_proj(sum_t p_t v_t) = sum_h sum_t p_ht (Wo_h v_ht) + bo
 so each image-side product is [N, C] x [C, heads*T] instead of [N, C] x [C, C/2].
-The mask head (upscaling + hypernetwork dot) runs through the fused `ops.mask_head` kernel.
+Kernels: `ops.token_to_image_attention` (keys x + pe formed per tile, online softmax: no [B, H*T, N]
+scores, no x + pe tensor), `ops.image_to_token_attention` (+ residual + LayerNorm, q = x + pe per
+tile), and `ops.mask_head` (upscaling + hypernetwork dot). The final token->image attention runs only
+for the tokens read afterwards (IoU token + the requested mask tokens).
 """
 from __future__ import annotations
 
