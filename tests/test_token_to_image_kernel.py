@@ -99,3 +99,13 @@ def test_opcheck():
     u, x, k = (t.float() for t in make((2, 1, 5, 70, 12, True), seed=9))
     torch.library.opcheck(ops._token_to_image_op, (u, x, k))
     torch.library.opcheck(ops._token_to_image_op, (u, x, None))
+
+
+def test_nan_propagates_like_torch(simd):
+    """A NaN query gives a NaN output row, as torch's softmax does (never a silent finite value)."""
+    u, x, k = (t.float() for t in make((1, 1, 4, 130, 16, True), seed=2))
+    u[0, 2, 5] = float("nan")
+    out = ops._token_to_image_op(u, x, k)
+    ref = ops.token_to_image_attention_reference(u, x, k)
+    assert torch.isnan(ref[0, 2]).all() and torch.isnan(out[0, 2]).all()
+    assert torch.isfinite(out[0, [0, 1, 3]]).all()

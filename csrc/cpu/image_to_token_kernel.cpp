@@ -19,7 +19,7 @@ namespace {
 
 using namespace small_gemm;
 
-constexpr int64_t kTile = 24;  // image rows per tile (4 register blocks of 6 rows)
+constexpr int64_t kTile = 24;  // image rows per tile (4 AVX2 register blocks of 6 rows, 2 AVX-512 ones of 12)
 
 void layer_norm_row_base(const float* y, int64_t C, const float* w, const float* bias, float eps, float* out) {
   float mean = 0.f;
@@ -127,6 +127,7 @@ struct TileBufs {
 void run_tile(const ImageToTokenArgs& a, const Packed& pk, int64_t b, int64_t n0, int64_t R, TileBufs& buf,
               Isa isa) {
   const bool avx2 = isa != Isa::Base;
+  (void)avx2;  // unused off x86
   const int64_t Cq = a.Cq, C = a.C, T = a.T, HT = pk.HT, HTp = pk.HTp, Cp = pk.Cp;
   const float* Q = a.q_in + ((a.Bq == 1 ? 0 : b) * a.N + n0) * Cq;
   if (a.q_add) {

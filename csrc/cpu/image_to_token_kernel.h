@@ -24,8 +24,8 @@ struct ImageToTokenArgs {
   float eps = 1e-5f;
 };
 
-// All pointers contiguous float32. OpenMP over (batch, row tiles); AVX2+FMA path when
-// samfast::use_avx2() (SAMFAST_SIMD=baseline forces the portable path).
+// All pointers contiguous float32. OpenMP over (batch, row tiles); AVX-512F / AVX2+FMA GEMMs picked at
+// run time (SAMFAST_SIMD=avx2 caps at AVX2, =baseline forces the portable path).
 void image_to_token_cpu(const ImageToTokenArgs& a);
 
 }  // namespace samfast::cpu

@@ -21,8 +21,8 @@ struct MaskHeadArgs {
   float eps = 1e-6f;
 };
 
-// All pointers contiguous, same dtype. Uses OpenMP over (batch, pixel tiles) and the AVX2+FMA path
-// when samfast::use_avx2() (SAMFAST_SIMD=baseline forces the portable path).
+// All pointers contiguous, same dtype. Uses OpenMP over (batch, pixel tiles) and AVX-512F or AVX2+FMA
+// GEMMs picked at run time (SAMFAST_SIMD=avx2 caps at AVX2, =baseline forces the portable path).
 void mask_head_cpu(const MaskHeadArgs& a);
 
 }  // namespace samfast::cpu

@@ -44,9 +44,10 @@ inline void exp_row_base(float* s, int64_t n) {
 // ---- AVX2 + FMA path -----------------------------------------------------------------------
 #if SAMFAST_X86
 
-// exp(x), Cephes-style: 2^n * p(r), |rel error| ~ 2 ulp; x clamped to [-87.3, 88.3].
+// exp(x), Cephes-style: 2^n * p(r), |rel error| ~ 2 ulp; x clamped to [-87.3, 88.3]. NaN stays NaN
+// (max/min return their second operand when one is NaN, so x goes second).
 SAMFAST_AVX2 inline __m256 exp_avx2(__m256 x) {
-  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
+  x = _mm256_min_ps(_mm256_set1_ps(88.3f), _mm256_max_ps(_mm256_set1_ps(-87.3f), x));
   const __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);

@@ -16,8 +16,8 @@ struct TokenToImageArgs {
   float* out = nullptr;          // [B, Q, C]
 };
 
-// All pointers contiguous float32; N > 0. OpenMP over (batch, key ranges); AVX2+FMA path when
-// samfast::use_avx2() (SAMFAST_SIMD=baseline forces the portable path).
+// All pointers contiguous float32; N > 0. OpenMP over (batch, key ranges); AVX-512F / AVX2+FMA GEMMs
+// picked at run time (SAMFAST_SIMD=avx2 caps at AVX2, =baseline forces the portable path).
 void token_to_image_cpu(const TokenToImageArgs& a);
 
 }  // namespace samfast::cpu

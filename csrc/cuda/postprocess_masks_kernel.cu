@@ -190,7 +190,8 @@ void postprocess_masks_stats(const float* masks, unsigned char* out, float* stab
       input_h > img_size || input_w > img_size)
     throw std::runtime_error("samfast CUDA postprocess_masks_stats: bad sizes");
   constexpr int64_t kMax = int64_t(1) << 30;
-  if (h > kMax || w > kMax || H0 > kMax || W0 > kMax || img_size > kMax || (H0 + 7) / 8 > 65535)
+  if (h > kMax || w > kMax || H0 > kMax || W0 > kMax || img_size > kMax || (H0 + 7) / 8 > 65535 ||
+      H0 * W0 > INT_MAX)  // the per-plane counts are int32 atomics
     throw std::runtime_error("samfast CUDA postprocess_masks_stats: sizes out of range for one launch");
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   const unsigned pb = ceil_div_u(planes, 256);
