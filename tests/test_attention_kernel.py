@@ -1,6 +1,6 @@
 """CPU rel-pos attention kernel (`_C.rel_pos_attention_cpu`) vs the PyTorch reference.
 
-Both SIMD paths (AVX2+FMA and the portable baseline, via SAMFAST_SIMD), fp32 and bf16, global and
+Every SIMD path (the best one, e.g. AVX-512; AVX2+FMA; the portable baseline; via SAMFAST_SIMD), fp32 and bf16, global and
 windowed blocks with padding, argument validation, non-contiguous inputs and torch.library.opcheck.
 """
 import pytest
@@ -19,7 +19,7 @@ SHAPES = [
     (1, 3, 2, 4, 8, 0),      # tiny global, head_dim 8
     (2, 3, 5, 2, 16, 7),     # window larger than the image: one mostly-padded window
 ]
-SIMD = ["avx2", "baseline"]
+SIMD = ["default", "avx2", "baseline"]  # default: AVX-512 where the CPU has it
 
 
 def _inputs(B, H, W, nh, hd, ws, dtype=torch.float32, seed=0, qscale=1.0):

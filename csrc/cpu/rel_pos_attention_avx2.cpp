@@ -1,6 +1,6 @@
-// AVX2+FMA micro-kernels for rel-pos attention (csrc/cpu/rel_pos_attention_kernel.h).
-// Compiled with a function-level target (GCC/Clang `#pragma GCC target`), selected at run time via
-// samfast::use_avx2(); the rest of the build stays portable (no -march=native).
+// AVX2+FMA (and AVX-512F qk / pv) micro-kernels for rel-pos attention (rel_pos_attention_kernel.h).
+// Compiled with function-level targets (GCC/Clang `#pragma GCC target` / target attributes), selected
+// at run time via samfast::use_avx2() / use_avx512(); the rest of the build stays portable.
 #include "cpu/rel_pos_attention_kernel.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -211,10 +211,107 @@ void rel_dots_avx2(const float* q, const float* rel, int64_t n, int64_t hd, floa
   }
 }
 
+// ---- AVX-512F: 6 rows x NP panels of 16 (one zmm each), NP <= 4 (24 accumulators) ----------
+#define SAMFAST_ATTN_AVX512 __attribute__((target("avx512f,avx2,fma")))
+
+template <int NP>
+SAMFAST_ATTN_AVX512 inline void qk_block_avx512(const float* q, int64_t hd, const float* k, float* s, int64_t Tk) {
+  __m512 c[MR][NP];
+#pragma GCC unroll 6
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int p = 0; p < NP; ++p) c[i][p] = _mm512_setzero_ps();
+  for (int64_t d = 0; d < hd; ++d) {
+    __m512 b[NP];
+#pragma GCC unroll 4
+    for (int p = 0; p < NP; ++p) b[p] = _mm512_loadu_ps(k + p * 16 * hd + d * 16);  // panel p: [hd, 16]
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; ++i) {
+      const __m512 a = _mm512_set1_ps(q[i * hd + d]);
+#pragma GCC unroll 4
+      for (int p = 0; p < NP; ++p) c[i][p] = _mm512_fmadd_ps(a, b[p], c[i][p]);
+    }
+  }
+#pragma GCC unroll 6
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int p = 0; p < NP; ++p) _mm512_storeu_ps(s + i * Tk + 16 * p, c[i][p]);
+}
+
+SAMFAST_ATTN_AVX512 void qk_avx512(const float* Qs, int64_t rows, int64_t hd, const float* Kt, int64_t Tk, int64_t nk,
+                                   float* S) {
+  const int64_t np = (nk + 15) / 16;
+  for (int64_t j = 0; j < np; j += 4) {  // 4 key panels stay in L1 across row groups
+    const int64_t n = std::min<int64_t>(4, np - j);
+    const float* k = Kt + j * 16 * hd;
+    for (int64_t r0 = 0; r0 < rows; r0 += MR) {
+      const float* q = Qs + r0 * hd;
+      float* s = S + r0 * Tk + j * 16;
+      switch (n) {
+        case 4: qk_block_avx512<4>(q, hd, k, s, Tk); break;
+        case 3: qk_block_avx512<3>(q, hd, k, s, Tk); break;
+        case 2: qk_block_avx512<2>(q, hd, k, s, Tk); break;
+        default: qk_block_avx512<1>(q, hd, k, s, Tk); break;
+      }
+    }
+  }
+}
+
+template <int NP>
+SAMFAST_ATTN_AVX512 inline void pv_block_avx512(const float* p, int64_t Tk, int64_t nk, const float* v, float* o,
+                                                int64_t hdp, const float* alpha) {
+  __m512 c[MR][NP];
+#pragma GCC unroll 6
+  for (int i = 0; i < MR; ++i) {
+    const __m512 al = _mm512_set1_ps(alpha[i]);
+#pragma GCC unroll 4
+    for (int q = 0; q < NP; ++q) c[i][q] = _mm512_mul_ps(_mm512_loadu_ps(o + i * hdp + 16 * q), al);
+  }
+  for (int64_t j = 0; j < nk; ++j) {
+    __m512 b[NP];
+#pragma GCC unroll 4
+    for (int q = 0; q < NP; ++q) b[q] = _mm512_loadu_ps(v + q * 16 * Tk + j * 16);  // panel q: [Tk, 16]
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; ++i) {
+      const __m512 a = _mm512_set1_ps(p[i * Tk + j]);
+#pragma GCC unroll 4
+      for (int q = 0; q < NP; ++q) c[i][q] = _mm512_fmadd_ps(a, b[q], c[i][q]);
+    }
+  }
+#pragma GCC unroll 6
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int q = 0; q < NP; ++q) _mm512_storeu_ps(o + i * hdp + 16 * q, c[i][q]);
+}
+
+SAMFAST_ATTN_AVX512 void pv_avx512(const float* P, int64_t Tk, int64_t nk, const float* V, int64_t hdp, float* O,
+                                   const float* alpha, int64_t rows) {
+  const int64_t np = hdp / 16;
+  for (int64_t d = 0; d < np; d += 4) {
+    const int64_t n = std::min<int64_t>(4, np - d);
+    const float* v = V + d * 16 * Tk;
+    for (int64_t r0 = 0; r0 < rows; r0 += MR) {
+      const float* p = P + r0 * Tk;
+      float* o = O + r0 * hdp + d * 16;
+      switch (n) {
+        case 4: pv_block_avx512<4>(p, Tk, nk, v, o, hdp, alpha + r0); break;
+        case 3: pv_block_avx512<3>(p, Tk, nk, v, o, hdp, alpha + r0); break;
+        case 2: pv_block_avx512<2>(p, Tk, nk, v, o, hdp, alpha + r0); break;
+        default: pv_block_avx512<1>(p, Tk, nk, v, o, hdp, alpha + r0); break;
+      }
+    }
+  }
+}
+
 }  // namespace
 
 const AttnKernels* attn_kernels_avx2() {
   static const AttnKernels k{qk_avx2, softmax_avx2, pv_avx2, rel_dots_avx2};
+  return &k;
+}
+
+const AttnKernels* attn_kernels_avx512() {
+  static const AttnKernels k{qk_avx512, softmax_avx2, pv_avx512, rel_dots_avx2};
   return &k;
 }
 
@@ -226,6 +323,7 @@ const AttnKernels* attn_kernels_avx2() {
 
 namespace samfast::cpu {
 const AttnKernels* attn_kernels_avx2() { return nullptr; }
+const AttnKernels* attn_kernels_avx512() { return nullptr; }
 }  // namespace samfast::cpu
 
 #endif

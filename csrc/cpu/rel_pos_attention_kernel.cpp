@@ -429,6 +429,7 @@ const AttnKernels& attn_kernels_baseline() {
 void rel_pos_attention(const RelPosAttentionArgs& args) {
   const AttnKernels* K = &attn_kernels_baseline();
   if (use_avx2() && attn_kernels_avx2()) K = attn_kernels_avx2();
+  if (use_avx2() && use_avx512() && attn_kernels_avx512()) K = attn_kernels_avx512();
   if (args.bf16)
     run<uint16_t>(args, K);
   else

@@ -17,7 +17,7 @@ struct RelPosAttentionArgs {
   int64_t window_size = 0;  // 0 = global (Sh = H, Sw = W); > 0 = windows (Sh = Sw = window_size)
 };
 
-// Runs on the calling thread's OpenMP team; picks AVX2+FMA or the portable path at run time.
+// Runs on the calling thread's OpenMP team; picks AVX-512F, AVX2+FMA or the portable path at run time.
 void rel_pos_attention(const RelPosAttentionArgs& args);
 
 // Tile-level micro-kernels (internal; one table per SIMD level). Row counts passed to `qk` / `pv`
@@ -38,6 +38,7 @@ struct AttnKernels {
 };
 
 const AttnKernels& attn_kernels_baseline();
-const AttnKernels* attn_kernels_avx2();  // nullptr when not compiled for x86-64
+const AttnKernels* attn_kernels_avx2();    // nullptr when not compiled for x86-64
+const AttnKernels* attn_kernels_avx512();  // AVX-512F qk / pv + the AVX2 softmax; nullptr off x86-64
 
 }  // namespace samfast::cpu
