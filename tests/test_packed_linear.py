@@ -38,6 +38,19 @@ def test_matches_float64(forced, act):
     assert mod in packed_linear._PACKED
 
 
+@pytest.mark.skipif(not samfast._C.cpu_features().get("avx512bf16"), reason="bf16 path needs AVX512-BF16")
+def test_bf16_matches_torch_bf16(forced):
+    mod, x = make()
+    mod = mod.to(torch.bfloat16)
+    xb = x.to(torch.bfloat16)
+    assert packed_linear.use_packed(mod, xb)
+    out = packed_linear.linear(mod, xb, act="gelu")
+    ref = F.gelu(F.linear(xb.double(), mod.weight.double(), mod.bias.double()))
+    tb = F.gelu(F.linear(xb, mod.weight, mod.bias))  # torch's own bf16 result: same error scale
+    assert out.dtype == torch.bfloat16
+    assert float((out.double() - ref).abs().max()) <= 2 * float((tb.double() - ref).abs().max()) + 1e-6
+
+
 def test_repacks_when_the_weight_changes(forced):
     mod, x = make()
     packed_linear.linear(mod, x)
@@ -60,7 +73,8 @@ def test_bypassed_when_it_must_be(monkeypatch):
                  .abs().max()) < 1e-4
     with pytest.raises(ValueError, match="act"):
         packed_linear.linear(mod, x, act="tanh")
-    assert not packed_linear.use_packed(mod, x.double())         # not float32
+    assert not packed_linear.use_packed(mod, x.double())         # not float32 / bfloat16
+    assert not packed_linear.use_packed(mod, x.bfloat16())       # dtype differs from the weight's
     xg = x.clone().requires_grad_(True)
     assert not packed_linear.use_packed(mod, xg)                 # autograd needs the plain path
     out = packed_linear.linear(mod, xg)
