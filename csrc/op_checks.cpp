@@ -45,4 +45,25 @@ MaskHeadDims check_mask_head_args(const TensorRef& src, const TensorRef& w1, con
   return d;
 }
 
+void check_postprocess_sizes(int64_t img_size, int64_t input_h, int64_t input_w) {
+  if (img_size <= 0 || input_h <= 0 || input_w <= 0 || input_h > img_size || input_w > img_size)
+    throw ShapeError("input size (" + std::to_string(input_h) + ", " + std::to_string(input_w) +
+                     ") must be positive and within img_size " + std::to_string(img_size));
+}
+
+int64_t check_postprocess_stats_args(const TensorRef& masks, const TensorRef& out, const TensorRef& stability,
+                                     const TensorRef& boxes, int64_t img_size, int64_t input_h, int64_t input_w) {
+  check_tensor(masks, "masks", {-1, -1, -1}, {DType::Float32});
+  const int64_t N = masks.size(0);
+  check_tensor(out, "out", {N, -1, -1}, {DType::Bool});
+  check_tensor(stability, "stability", {N}, {DType::Float32});
+  check_tensor(boxes, "boxes", {N, 4}, {DType::Int64});
+  if (masks.size(1) <= 0 || masks.size(2) <= 0)
+    throw ShapeError("masks: spatial size must be positive, got " + shape_str(masks.shape));
+  if (out.size(1) <= 0 || out.size(2) <= 0)
+    throw ShapeError("out: spatial size must be positive, got " + shape_str(out.shape));
+  check_postprocess_sizes(img_size, input_h, input_w);
+  return N;
+}
+
 }  // namespace samfast

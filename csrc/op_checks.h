@@ -29,4 +29,12 @@ MaskHeadDims check_mask_head_args(const TensorRef& src, const TensorRef& w1, con
                                   const TensorRef& b2, const TensorRef& hyper_in, const TensorRef& out,
                                   const std::vector<DType>& dtypes, int64_t c1 = -1, int64_t c2 = -1);
 
+// img_size > 0 and 0 < input_h, input_w <= img_size (the crop of the padded square).
+void check_postprocess_sizes(int64_t img_size, int64_t input_h, int64_t input_w);
+
+// Fused AMG mask pass: masks [N, h, w] float32 (h, w > 0), out [N, H0, W0] bool (H0, W0 > 0),
+// stability [N] float32, boxes [N, 4] int64, plus check_postprocess_sizes. Returns N.
+int64_t check_postprocess_stats_args(const TensorRef& masks, const TensorRef& out, const TensorRef& stability,
+                                     const TensorRef& boxes, int64_t img_size, int64_t input_h, int64_t input_w);
+
 }  // namespace samfast

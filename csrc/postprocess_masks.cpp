@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "cpu/postprocess_masks_kernel.h"
+#include "op_checks.h"
 #include "op_registry.h"
 #include "tensor_ref.h"
 
@@ -13,12 +14,6 @@ namespace py = pybind11;
 
 namespace samfast {
 namespace {
-
-void check_sizes(int64_t img_size, int64_t input_h, int64_t input_w) {
-  if (img_size <= 0 || input_h <= 0 || input_w <= 0 || input_h > img_size || input_w > img_size)
-    throw ShapeError("input size (" + std::to_string(input_h) + ", " + std::to_string(input_w) +
-                     ") must be positive and within img_size " + std::to_string(img_size));
-}
 
 void postprocess_masks_cpu_op(const TensorRef& masks,  // [B, M, h, w] float32 / bfloat16
                               const TensorRef& out,    // [B, M, H0, W0] masks' dtype, or bool if binarize
@@ -30,7 +25,7 @@ void postprocess_masks_cpu_op(const TensorRef& masks,  // [B, M, h, w] float32 /
   const int64_t B = masks.size(0), M = masks.size(1), h = masks.size(2), w = masks.size(3);
   check_tensor(out, "out", {B, M, -1, -1}, {binarize ? DType::Bool : masks.dtype});
   if (h <= 0 || w <= 0) throw ShapeError("masks: spatial size must be positive, got " + shape_str(masks.shape));
-  check_sizes(img_size, input_h, input_w);
+  check_postprocess_sizes(img_size, input_h, input_w);
 
   cpu::PostprocessArgs a;
   a.B = B; a.M = M; a.h = h; a.w = w;
@@ -54,14 +49,8 @@ void postprocess_masks_stats_cpu_op(const TensorRef& masks,      // [N, h, w] fl
                                     double stab_hi, double stab_lo) {
   for (auto [t, name] : {std::pair{&masks, "masks"}, {&out, "out"}, {&stability, "stability"}, {&boxes, "boxes"}})
     check_device(*t, name, /*want_cuda=*/false);
-  check_tensor(masks, "masks", {-1, -1, -1}, {DType::Float32});
-  const int64_t N = masks.size(0), h = masks.size(1), w = masks.size(2);
-  check_tensor(out, "out", {N, -1, -1}, {DType::Bool});
-  check_tensor(stability, "stability", {N}, {DType::Float32});
-  check_tensor(boxes, "boxes", {N, 4}, {DType::Int64});
-  if (h <= 0 || w <= 0) throw ShapeError("masks: spatial size must be positive, got " + shape_str(masks.shape));
-  if (out.size(1) <= 0 || out.size(2) <= 0) throw ShapeError("out: spatial size must be positive, got " + shape_str(out.shape));
-  check_sizes(img_size, input_h, input_w);
+  const int64_t N = check_postprocess_stats_args(masks, out, stability, boxes, img_size, input_h, input_w);
+  const int64_t h = masks.size(1), w = masks.size(2);
 
   cpu::PostprocessArgs a;
   a.B = 1; a.M = N; a.h = h; a.w = w;

@@ -118,9 +118,7 @@ void postprocess_masks_cuda(const TensorRef& masks,  // [B, M, h, w]
   check_tensor(masks, "masks", {-1, -1, -1, -1}, kFloatTypes);
   const int64_t B = masks.size(0), M = masks.size(1);
   check_tensor(out, "out", {B, M, -1, -1}, {binarize ? DType::Bool : masks.dtype});
-  if (img_size <= 0 || input_h <= 0 || input_w <= 0 || input_h > img_size || input_w > img_size)
-    throw ShapeError("postprocess_masks: input size (" + std::to_string(input_h) + ", " + std::to_string(input_w) +
-                     ") must lie within img_size " + std::to_string(img_size));
+  check_postprocess_sizes(img_size, input_h, input_w);
   if (masks.numel() > 0 && (masks.size(2) == 0 || masks.size(3) == 0))
     throw ShapeError("masks: empty spatial size " + shape_str(masks.shape));
   check_cuda({{&masks, "masks"}, {&out, "out"}});
@@ -138,18 +136,8 @@ void postprocess_masks_stats_cuda(const TensorRef& masks,      // [N, h, w] floa
                                   const TensorRef& scratch,    // [N, 6] int32
                                   int64_t img_size, int64_t input_h, int64_t input_w, double threshold,
                                   double stab_hi, double stab_lo, uintptr_t stream) {
-  check_tensor(masks, "masks", {-1, -1, -1}, {DType::Float32});
-  const int64_t N = masks.size(0);
-  check_tensor(out, "out", {N, -1, -1}, {DType::Bool});
-  check_tensor(stability, "stability", {N}, {DType::Float32});
-  check_tensor(boxes, "boxes", {N, 4}, {DType::Int64});
+  const int64_t N = check_postprocess_stats_args(masks, out, stability, boxes, img_size, input_h, input_w);
   check_tensor(scratch, "scratch", {N, 6}, {DType::Int32});
-  if (img_size <= 0 || input_h <= 0 || input_w <= 0 || input_h > img_size || input_w > img_size)
-    throw ShapeError("postprocess_masks_stats: input size (" + std::to_string(input_h) + ", " +
-                     std::to_string(input_w) + ") must lie within img_size " + std::to_string(img_size));
-  if (masks.size(1) <= 0 || masks.size(2) <= 0 || out.size(1) <= 0 || out.size(2) <= 0)
-    throw ShapeError("masks / out: spatial sizes must be positive, got " + shape_str(masks.shape) + " / " +
-                     shape_str(out.shape));
   check_cuda({{&masks, "masks"}, {&out, "out"}, {&stability, "stability"}, {&boxes, "boxes"}, {&scratch, "scratch"}});
   py::gil_scoped_release nogil;
   DeviceGuard guard(masks.device);

@@ -333,6 +333,16 @@ def _(masks, img_size, input_h, input_w, out_h, out_w, threshold, binarize):
     return masks.new_empty((B, M, out_h, out_w), dtype=torch.bool if binarize else masks.dtype)
 
 
+def _postprocess_sizes(img_size: int, input_size: Sequence[int], original_size: Sequence[int]):
+    """Checked (input_h, input_w, out_h, out_w) of a mask postprocessing call."""
+    ih, iw = (int(v) for v in input_size)
+    oh, ow = (int(v) for v in original_size)
+    _check(0 < ih <= img_size and 0 < iw <= img_size, ValueError,
+           f"input_size {tuple(input_size)} must lie within img_size {img_size}")
+    _check(oh > 0 and ow > 0, ValueError, f"original_size must be positive, got {tuple(original_size)}")
+    return ih, iw, oh, ow
+
+
 def postprocess_masks(
     masks: Tensor, img_size: int, input_size: Sequence[int], original_size: Sequence[int],
     threshold: Optional[float] = None,
@@ -341,11 +351,7 @@ def postprocess_masks(
     _check(isinstance(masks, Tensor) and masks.dim() == 4, ValueError,
            f"masks: expected [B, M, h, w], got {_shape(masks)}")
     _check(masks.is_floating_point(), TypeError, f"masks: expected a float tensor, got {masks.dtype}")
-    ih, iw = (int(v) for v in input_size)
-    oh, ow = (int(v) for v in original_size)
-    _check(0 < ih <= img_size and 0 < iw <= img_size, ValueError,
-           f"input_size {tuple(input_size)} must lie within img_size {img_size}")
-    _check(oh > 0 and ow > 0, ValueError, f"original_size must be positive, got {tuple(original_size)}")
+    ih, iw, oh, ow = _postprocess_sizes(img_size, input_size, original_size)
     if use_kernel("postprocess_masks", masks, float_op=True):
         return _postprocess_masks_op(masks.contiguous(), img_size, ih, iw, oh, ow,
                                      0.0 if threshold is None else float(threshold), threshold is not None)

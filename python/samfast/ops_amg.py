@@ -13,7 +13,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import _C
-from .ops import _check, _shape, cuda_stream, postprocess_masks_reference, tensor_ref, use_kernel  # noqa: F401
+from .ops import (  # noqa: F401
+    _check, _postprocess_sizes, _shape, cuda_stream, postprocess_masks_reference, tensor_ref, use_kernel,
+)
 
 # --------------------------------------------------------------------------------------------
 # automatic mask generation: batched NMS, stability score, mask -> box, RLE / COCO RLE, small regions
@@ -22,6 +24,11 @@ from .ops import _check, _shape, cuda_stream, postprocess_masks_reference, tenso
 
 def _amg_kernel(name: str, *tensors: Tensor) -> bool:
     return use_kernel(f"amg_{name}", *tensors)
+
+
+def _as_dtype(value: float, dtype: torch.dtype) -> float:
+    """A Python float rounded to `dtype`, as torch rounds it when comparing a `dtype` tensor with it."""
+    return torch.tensor(value, dtype=dtype).item()
 
 
 def batched_nms_reference(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
@@ -116,8 +123,8 @@ def stability_score(masks: Tensor, mask_threshold: float, threshold_offset: floa
     lead = masks.shape[:-2]
     if masks.dtype in (torch.float32, torch.bfloat16) and masks.numel() > 0 and _amg_kernel("stability_score", masks):
         # thresholds round to the logits' dtype first, as torch's tensor-vs-scalar comparison does
-        hi = torch.tensor(mask_threshold + threshold_offset, dtype=masks.dtype).item()
-        lo = torch.tensor(mask_threshold - threshold_offset, dtype=masks.dtype).item()
+        hi = _as_dtype(mask_threshold + threshold_offset, masks.dtype)
+        lo = _as_dtype(mask_threshold - threshold_offset, masks.dtype)
         flat = masks.reshape(-1, *masks.shape[-2:]).contiguous()
         return _amg_stability_op(flat, hi, lo).reshape(lead)
     return stability_score_reference(masks, mask_threshold, threshold_offset)
@@ -213,18 +220,13 @@ def postprocess_masks_stats(
     _check(isinstance(masks, Tensor) and masks.dim() == 3, ValueError,
            f"masks: expected low-res logits [N, h, w], got {_shape(masks)}")
     _check(masks.is_floating_point(), TypeError, f"masks: expected a float tensor, got {masks.dtype}")
-    ih, iw = (int(v) for v in input_size)
-    oh, ow = (int(v) for v in original_size)
-    _check(0 < ih <= img_size and 0 < iw <= img_size, ValueError,
-           f"input_size {tuple(input_size)} must lie within img_size {img_size}")
-    _check(oh > 0 and ow > 0, ValueError, f"original_size must be positive, got {tuple(original_size)}")
+    ih, iw, oh, ow = _postprocess_sizes(img_size, input_size, original_size)
     _check(masks.shape[1] > 0 and masks.shape[2] > 0, ValueError, f"masks: empty spatial size {_shape(masks)}")
     if masks.shape[0] > 0 and use_kernel("postprocess_masks_stats", masks):
         m = masks.float().contiguous()
-        # torch compares float32 logits with Python floats rounded to float32
-        f32 = lambda v: torch.tensor(v, dtype=torch.float32).item()  # noqa: E731
-        return _postprocess_stats_op(m, img_size, ih, iw, oh, ow, f32(mask_threshold),
-                                     f32(mask_threshold + stability_offset), f32(mask_threshold - stability_offset))
+        thr, hi, lo = (_as_dtype(v, torch.float32) for v in
+                       (mask_threshold, mask_threshold + stability_offset, mask_threshold - stability_offset))
+        return _postprocess_stats_op(m, img_size, ih, iw, oh, ow, thr, hi, lo)
     return postprocess_masks_stats_reference(masks, img_size, (ih, iw), (oh, ow), mask_threshold, stability_offset)
 
 

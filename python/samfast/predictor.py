@@ -153,15 +153,10 @@ class SamPredictor:
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Batched prompts already in the resized frame: point_coords BxNx2, point_labels BxN,
         boxes Bx4, mask_input Bx1x256x256. Returns (masks BxCxHxW, iou BxC, low_res BxCx256x256)."""
-        if not self.is_image_set:
-            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
-        self._check_torch_prompts(point_coords, point_labels, boxes, mask_input)
-        points = (point_coords, point_labels) if point_coords is not None else None
+        points = self._start_prediction(point_coords, point_labels, boxes, mask_input)
         model = self.model
         threshold = None if return_logits else model.mask_threshold
         fast = ops.get_backend() == "kernels"
-        if fast and self._decoder_cache is None:
-            self._decoder_cache = self._fast_decoder.prepare(self.features)
         if fast and self.cuda_graphs and mask_input is None and self.device.type == "cuda":
             if self._graph_decoder is None:
                 from .cuda_graph_decoder import CudaGraphDecoder
@@ -185,13 +180,18 @@ class SamPredictor:
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """predict_torch without the upsampling: (low_res logits BxCx256x256 float32, iou BxC float32).
         For callers that filter first and upsample only what survives (the mask generator)."""
+        points = self._start_prediction(point_coords, point_labels, boxes, mask_input)
+        return self._decode_low_res(points, boxes, mask_input, multimask_output)
+
+    def _start_prediction(self, point_coords, point_labels, boxes, mask_input):
+        """Checks shared by the predict_* entry points; builds the per-image decoder cache on first use.
+        Returns the prompt encoder's `points` argument."""
         if not self.is_image_set:
             raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
         self._check_torch_prompts(point_coords, point_labels, boxes, mask_input)
-        points = (point_coords, point_labels) if point_coords is not None else None
         if ops.get_backend() == "kernels" and self._decoder_cache is None:
             self._decoder_cache = self._fast_decoder.prepare(self.features)
-        return self._decode_low_res(points, boxes, mask_input, multimask_output)
+        return (point_coords, point_labels) if point_coords is not None else None
 
     def _decode_low_res(self, points, boxes, mask_input, multimask_output) -> Tuple[torch.Tensor, torch.Tensor]:
         model = self.model
