@@ -21,42 +21,6 @@ using namespace small_gemm;
 
 constexpr int64_t kTile = 24;  // image rows per tile (4 AVX2 register blocks of 6 rows, 2 AVX-512 ones of 12)
 
-void layer_norm_row_base(const float* y, int64_t C, const float* w, const float* bias, float eps, float* out) {
-  float mean = 0.f;
-  for (int64_t c = 0; c < C; ++c) mean += y[c];
-  mean /= static_cast<float>(C);
-  float var = 0.f;
-  for (int64_t c = 0; c < C; ++c) var += (y[c] - mean) * (y[c] - mean);
-  const float rstd = 1.f / std::sqrt(var / static_cast<float>(C) + eps);
-  for (int64_t c = 0; c < C; ++c) out[c] = (y[c] - mean) * rstd * w[c] + bias[c];
-}
-
-#if SAMFAST_X86
-// y: [Cp] with Cp % 8 == 0 and y[C:Cp] == 0 (zero padding).
-SAMFAST_AVX2 void layer_norm_row_avx2(const float* y, int64_t C, int64_t Cp, const float* w, const float* bias,
-                                      float eps, float* out) {
-  __m256 acc = _mm256_setzero_ps();
-  for (int64_t c = 0; c < Cp; c += 8) acc = _mm256_add_ps(acc, _mm256_loadu_ps(y + c));
-  const float mean = _mm256_cvtss_f32(hsum_bcast_avx2(acc)) / static_cast<float>(C);
-  const __m256 m = _mm256_set1_ps(mean);
-  acc = _mm256_setzero_ps();
-  int64_t c = 0;
-  for (; c + 8 <= C; c += 8) {
-    const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(y + c), m);
-    acc = _mm256_fmadd_ps(d, d, acc);
-  }
-  float var = _mm256_cvtss_f32(hsum_bcast_avx2(acc));
-  for (; c < C; ++c) var += (y[c] - mean) * (y[c] - mean);
-  const float rstd = 1.f / std::sqrt(var / static_cast<float>(C) + eps);
-  const __m256 rs = _mm256_set1_ps(rstd);
-  for (c = 0; c + 8 <= C; c += 8) {
-    const __m256 d = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(y + c), m), rs);
-    _mm256_storeu_ps(out + c, _mm256_fmadd_ps(d, _mm256_loadu_ps(w + c), _mm256_loadu_ps(bias + c)));
-  }
-  for (; c < C; ++c) out[c] = (y[c] - mean) * rstd * w[c] + bias[c];
-}
-#endif  // SAMFAST_X86
-
 // ---- driver --------------------------------------------------------------------------------
 
 // s: one row of scores [T * H (+ padding to HTp)], column t*H + h; softmax over t for each head h.
@@ -126,8 +90,6 @@ struct TileBufs {
 
 void run_tile(const ImageToTokenArgs& a, const Packed& pk, int64_t b, int64_t n0, int64_t R, TileBufs& buf,
               Isa isa) {
-  const bool avx2 = isa != Isa::Base;
-  (void)avx2;  // unused off x86
   const int64_t Cq = a.Cq, C = a.C, T = a.T, HT = pk.HT, HTp = pk.HTp, Cp = pk.Cp;
   const float* Q = a.q_in + ((a.Bq == 1 ? 0 : b) * a.N + n0) * Cq;
   if (a.q_add) {
@@ -156,15 +118,7 @@ void run_tile(const ImageToTokenArgs& a, const Packed& pk, int64_t b, int64_t n0
   gemm(isa, S, HTp, R, HT, Rm, Cp, Cp, O, Cp);
   // LayerNorm
   float* out = a.out + (b * a.N + n0) * C;
-  for (int64_t i = 0; i < R; ++i) {
-#if SAMFAST_X86
-    if (avx2) {
-      layer_norm_row_avx2(O + i * Cp, C, Cp, a.ln_w, a.ln_b, a.eps, out + i * C);
-      continue;
-    }
-#endif
-    layer_norm_row_base(O + i * Cp, C, a.ln_w, a.ln_b, a.eps, out + i * C);
-  }
+  for (int64_t i = 0; i < R; ++i) layer_norm_row(isa, O + i * Cp, C, Cp, a.ln_w, a.ln_b, a.eps, out + i * C);
 }
 
 }  // namespace

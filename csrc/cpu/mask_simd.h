@@ -24,12 +24,12 @@ struct AlignedFloats {
   AlignedFloats(const AlignedFloats&) = delete;
   AlignedFloats& operator=(const AlignedFloats&) = delete;
   ~AlignedFloats() { std::free(p); }
-  void alloc(int64_t n) {
+  void alloc(int64_t n, bool zero = true) {  // zero = false: contents undefined (to be overwritten)
     std::free(p);
     const size_t bytes = (static_cast<size_t>(n > 0 ? n : 1) * sizeof(float) + 63) / 64 * 64;
     p = static_cast<float*>(std::aligned_alloc(64, bytes));
     if (!p) throw std::bad_alloc();
-    std::memset(p, 0, bytes);
+    if (zero) std::memset(p, 0, bytes);
   }
 };
 

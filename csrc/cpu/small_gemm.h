@@ -215,4 +215,55 @@ inline void exp_row(Isa isa, float* s, int64_t n) {
   exp_row_base(s, n);
 }
 
+// ---- LayerNorm of one row ------------------------------------------------------------------
+// out = (y - mean) / sqrt(var + eps) * w + bias over y[0:C] (biased variance); out may alias y.
+
+inline void layer_norm_row_base(const float* y, int64_t C, const float* w, const float* bias, float eps,
+                                float* out) {
+  float mean = 0.f;
+  for (int64_t c = 0; c < C; ++c) mean += y[c];
+  mean /= static_cast<float>(C);
+  float var = 0.f;
+  for (int64_t c = 0; c < C; ++c) var += (y[c] - mean) * (y[c] - mean);
+  const float rstd = 1.f / std::sqrt(var / static_cast<float>(C) + eps);
+  for (int64_t c = 0; c < C; ++c) out[c] = (y[c] - mean) * rstd * w[c] + bias[c];
+}
+
+#if SAMFAST_X86
+// y: [Cp] with Cp % 8 == 0 and y[C:Cp] == 0 (zero padding).
+SAMFAST_AVX2 inline void layer_norm_row_avx2(const float* y, int64_t C, int64_t Cp, const float* w,
+                                             const float* bias, float eps, float* out) {
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t c = 0; c < Cp; c += 8) acc = _mm256_add_ps(acc, _mm256_loadu_ps(y + c));
+  const float mean = _mm256_cvtss_f32(hsum_bcast_avx2(acc)) / static_cast<float>(C);
+  const __m256 m = _mm256_set1_ps(mean);
+  acc = _mm256_setzero_ps();
+  int64_t c = 0;
+  for (; c + 8 <= C; c += 8) {
+    const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(y + c), m);
+    acc = _mm256_fmadd_ps(d, d, acc);
+  }
+  float var = _mm256_cvtss_f32(hsum_bcast_avx2(acc));
+  for (; c < C; ++c) var += (y[c] - mean) * (y[c] - mean);
+  const float rstd = 1.f / std::sqrt(var / static_cast<float>(C) + eps);
+  const __m256 rs = _mm256_set1_ps(rstd);
+  for (c = 0; c + 8 <= C; c += 8) {
+    const __m256 d = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(y + c), m), rs);
+    _mm256_storeu_ps(out + c, _mm256_fmadd_ps(d, _mm256_loadu_ps(w + c), _mm256_loadu_ps(bias + c)));
+  }
+  for (; c < C; ++c) out[c] = (y[c] - mean) * rstd * w[c] + bias[c];
+}
+#endif  // SAMFAST_X86
+
+// y: [Cp], Cp % 8 == 0, zero padded past C.
+inline void layer_norm_row(Isa isa, const float* y, int64_t C, int64_t Cp, const float* w, const float* bias,
+                           float eps, float* out) {
+#if SAMFAST_X86
+  if (isa != Isa::Base) return layer_norm_row_avx2(y, C, Cp, w, bias, eps, out);
+#endif
+  (void)isa;
+  (void)Cp;
+  layer_norm_row_base(y, C, w, bias, eps, out);
+}
+
 }  // namespace samfast::cpu::small_gemm

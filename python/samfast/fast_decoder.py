@@ -16,6 +16,10 @@ Kernels: `ops.token_to_image_attention` (keys x + pe formed per tile, online sof
 scores, no x + pe tensor), `ops.image_to_token_attention` (+ residual + LayerNorm, q = x + pe per
 tile), and `ops.mask_head` (upscaling + hypernetwork dot). The final token->image attention runs only
 for the tokens read afterwards (IoU token + the requested mask tokens).
+
+On the CPU in float32, mask-free prompts run all of this in one C++ call (`ops.cached_mask_decoder`,
+same math, no Python between the ~200 small token-side ops); `whole_decoder_kernel = False` keeps the
+op-by-op path below.
 """
 from __future__ import annotations
 
@@ -43,6 +47,7 @@ class DecoderCache:
     q0: Tensor  # [N, Ci] layer-0 image->token q_proj(x0 + pe)
     hw: Tuple[int, int]
     features: Tensor  # the embedding this cache was built from [1, C, h, w]
+    packed: Optional[Tensor] = None  # decoder parameters for ops.cached_mask_decoder (None: op-by-op path)
 
 
 def _t2i(attn: Attention, q_tok: Tensor, x: Tensor, pe: Tensor,
@@ -97,10 +102,27 @@ def _i2t(attn: Attention, norm: torch.nn.LayerNorm, x: Tensor, pe: Tensor, k_tok
 class FastMaskDecoder:
     """Drop-in for `sam.mask_decoder(...)` given a per-image `DecoderCache`."""
 
-    def __init__(self, sam: Sam) -> None:
+    def __init__(self, sam: Sam, whole_decoder_kernel: bool = True) -> None:
         self.sam = sam
         self.dec = sam.mask_decoder
         self.tr = sam.mask_decoder.transformer
+        self.whole_decoder_kernel = whole_decoder_kernel
+        self._dims = ops.decoder_dims(self.dec)  # None: structure the C++ decoder does not implement
+        self._packed: Optional[Tensor] = None
+        self._packed_key = None
+
+    def _packed_params(self) -> Optional[Tensor]:
+        """The decoder's parameters packed for `ops.cached_mask_decoder`; repacked when any of them changed
+        (storage or in-place version)."""
+        key = tuple((p.data_ptr(), p._version) for p in self.dec.parameters())
+        if key != self._packed_key:
+            self._packed, self._packed_key = ops.pack_decoder(self.dec, self._dims), key
+        return self._packed
+
+    def _whole_kernel_ok(self, cache: DecoderCache) -> bool:
+        x = cache.x0
+        return (self.whole_decoder_kernel and self._dims is not None and x.dtype == torch.float32
+                and not x.is_cuda and ops.use_kernel("cached_decoder", x))
 
     @torch.no_grad()
     def prepare(self, features: Tensor) -> DecoderCache:
@@ -117,7 +139,10 @@ class FastMaskDecoder:
         k0 = F.linear(kin, a.k_proj.weight, a.k_proj.bias).view(N, H, -1).permute(1, 2, 0).contiguous()
         v0 = F.linear(x0[0], a.v_proj.weight, a.v_proj.bias).view(N, H, -1).permute(1, 0, 2).contiguous()
         q0 = F.linear(kin, b.q_proj.weight, b.q_proj.bias)
-        return DecoderCache(x0.contiguous(), pe.contiguous(), k0, v0, q0, (h, w), features)
+        cache = DecoderCache(x0.contiguous(), pe.contiguous(), k0, v0, q0, (h, w), features)
+        if self._whole_kernel_ok(cache):  # parameter changes are picked up once per image
+            cache.packed = self._packed_params()
+        return cache
 
     @torch.no_grad()
     def __call__(self, cache: DecoderCache, sparse: Tensor, dense: Optional[Tensor],
@@ -129,6 +154,10 @@ class FastMaskDecoder:
         B = sparse.shape[0]
         out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
         tokens = torch.cat([out_tokens.unsqueeze(0).expand(B, -1, -1), sparse], dim=1)  # [B, T, C]
+        if dense is None and cache.packed is not None and self._whole_kernel_ok(cache):
+            return ops.cached_mask_decoder(tokens, cache.x0, cache.pe, cache.k0, cache.v0, cache.q0, cache.packed,
+                                           self._dims, cache.hw, multimask_output, self.tr.norm_final_attn.eps,
+                                           dec.output_upscaling[1].eps)
         pe = cache.pe
         if dense is None:
             x = cache.x0  # [1, N, C], shared by the batch

@@ -1,0 +1,455 @@
+// Whole mask-decoder forward for mask-free prompts on a cached image (see cached_decoder_kernel.h).
+// Token-side rows are r = b * T + t ([B * T, C] row-major); per-head slices of a [rows, Di] projection
+// are columns h * dh .. h * dh + dh. Image-sized work goes to the existing fused kernels.
+#include "cpu/cached_decoder_kernel.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "cpu/image_to_token_kernel.h"
+#include "cpu/mask_head_kernel.h"
+#include "cpu/small_gemm.h"
+#include "cpu/token_to_image_kernel.h"
+#include "tensor_ref.h"
+
+namespace samfast::cpu {
+namespace {
+
+using namespace small_gemm;
+
+// Bound view of one packed entry (Norm / ConvT use w and b only).
+struct Slot {
+  const float* wt = nullptr;  // Linear: [in, outp]
+  const float* w = nullptr;   // Linear: [out, in]; Norm: [out]; ConvT: [in, out, 2, 2]
+  const float* b = nullptr;   // Linear: [outp]; Norm / ConvT: [out]
+  int64_t in = 0, out = 0, outp = 0;
+};
+struct AttnP {
+  Slot q, k, v, o;
+};
+struct LayerP {
+  AttnP self_attn, t2i, i2t;
+  Slot n1, n2, n3, n4, mlp1, mlp2;
+};
+struct DecoderParams {
+  LayerP layers[2];
+  AttnP final_attn;
+  Slot nf, iou[3], up1, up_ln, up2;
+  std::vector<Slot> hyper;  // [M * 3]
+};
+
+// The one definition of the packed order: calls v(kind, name, out, in, slot) per entry.
+template <class V>
+void visit_params(const DecoderDims& d, DecoderParams& p, V&& v) {
+  using K = ParamEntry::Kind;
+  auto attn = [&](const std::string& name, int64_t di, AttnP& a) {
+    v(K::Linear, name + ".q_proj", di, d.C, a.q);
+    v(K::Linear, name + ".k_proj", di, d.C, a.k);
+    v(K::Linear, name + ".v_proj", di, d.C, a.v);
+    v(K::Linear, name + ".out_proj", d.C, di, a.o);
+  };
+  for (int l = 0; l < 2; ++l) {
+    LayerP& L = p.layers[l];
+    const std::string pre = "transformer.layers." + std::to_string(l) + ".";
+    attn(pre + "self_attn", d.C, L.self_attn);
+    v(K::Norm, pre + "norm1", d.C, 0, L.n1);
+    attn(pre + "cross_attn_token_to_image", d.Di, L.t2i);
+    v(K::Norm, pre + "norm2", d.C, 0, L.n2);
+    v(K::Linear, pre + "mlp.lin1", d.Mlp, d.C, L.mlp1);
+    v(K::Linear, pre + "mlp.lin2", d.C, d.Mlp, L.mlp2);
+    v(K::Norm, pre + "norm3", d.C, 0, L.n3);
+    attn(pre + "cross_attn_image_to_token", d.Di, L.i2t);
+    v(K::Norm, pre + "norm4", d.C, 0, L.n4);
+  }
+  attn("transformer.final_attn_token_to_image", d.Di, p.final_attn);
+  v(K::Norm, "transformer.norm_final_attn", d.C, 0, p.nf);
+  v(K::Linear, "iou_prediction_head.layers.0", d.Hid, d.C, p.iou[0]);
+  v(K::Linear, "iou_prediction_head.layers.1", d.Hid, d.Hid, p.iou[1]);
+  v(K::Linear, "iou_prediction_head.layers.2", d.M, d.Hid, p.iou[2]);
+  p.hyper.resize(3 * d.M);
+  for (int64_t j = 0; j < d.M; ++j) {
+    const std::string pre = "output_hypernetworks_mlps." + std::to_string(j) + ".layers.";
+    v(K::Linear, pre + "0", d.C, d.C, p.hyper[3 * j]);
+    v(K::Linear, pre + "1", d.C, d.C, p.hyper[3 * j + 1]);
+    v(K::Linear, pre + "2", d.C2, d.C, p.hyper[3 * j + 2]);
+  }
+  v(K::ConvT, "output_upscaling.0", d.C1, d.C, p.up1);
+  v(K::Norm, "output_upscaling.1", d.C1, 0, p.up_ln);
+  v(K::ConvT, "output_upscaling.3", d.C2, d.C1, p.up2);
+}
+
+int64_t entry_numel(ParamEntry::Kind k, int64_t out, int64_t in) {
+  switch (k) {
+    case ParamEntry::Linear: return in * round_up(out, 8) + out * in + round_up(out, 8);
+    case ParamEntry::Norm: return 2 * out;
+    default: return 4 * in * out + out;
+  }
+}
+
+void check_dims(const DecoderDims& d) {
+  const int64_t all[] = {d.C, d.H, d.Di, d.Mlp, d.M, d.Hid, d.C1, d.C2};
+  bool ok = std::all_of(std::begin(all), std::end(all), [](int64_t v) { return v > 0; });
+  ok = ok && d.M >= 2 && d.C % d.H == 0 && d.Di % d.H == 0 && d.C % 8 == 0 && (d.Di / d.H) % 8 == 0 &&
+       d.C2 % 8 == 0 && d.Hid % 8 == 0 && d.Mlp % 8 == 0;
+  if (!ok)
+    throw ShapeError("cached decoder: unsupported dims (C=" + std::to_string(d.C) + ", heads=" + std::to_string(d.H) +
+                     ", Di=" + std::to_string(d.Di) + ", mlp=" + std::to_string(d.Mlp) + ", mask tokens=" +
+                     std::to_string(d.M) + ", iou hidden=" + std::to_string(d.Hid) + ", C1=" + std::to_string(d.C1) +
+                     ", C2=" + std::to_string(d.C2) + "): need C, Di / heads, C2, hidden sizes multiples of 8");
+}
+
+DecoderParams bind_params(const DecoderDims& d, const float* packed) {
+  DecoderParams p;
+  int64_t off = 0;
+  visit_params(d, p, [&](ParamEntry::Kind k, const std::string&, int64_t out, int64_t in, Slot& s) {
+    s.in = in;
+    s.out = out;
+    s.outp = round_up(out, 8);
+    const float* base = packed + off;
+    if (k == ParamEntry::Linear) {
+      s.wt = base;
+      s.w = base + in * s.outp;
+      s.b = s.w + out * in;
+    } else {
+      s.w = base;
+      s.b = base + (k == ParamEntry::Norm ? out : 4 * in * out);
+    }
+    off += entry_numel(k, out, in);
+  });
+  return p;
+}
+
+// ---- token-side building blocks -------------------------------------------------------------
+
+struct Ctx {
+  Isa isa;
+  int64_t B, C, H, Di;
+  float eps;
+};
+
+// y[rows, 0:out] = x[rows, in] @ W^T + b (y row stride ldy >= outp; columns out..outp get 0), ReLU optional.
+void linear(const Ctx& c, const Slot& L, const float* x, int64_t ldx, int64_t rows, float* y, int64_t ldy,
+            bool relu = false) {
+  for (int64_t r = 0; r < rows; ++r) std::memcpy(y + r * ldy, L.b, L.outp * sizeof(float));
+  constexpr int64_t kRows = 48, kCols = 128;
+  const int64_t rb = (rows + kRows - 1) / kRows, cb = (L.outp + kCols - 1) / kCols;
+  const bool par = rows * L.in * L.outp >= (int64_t{1} << 18);
+#pragma omp parallel for collapse(2) schedule(static) if (par)
+  for (int64_t i = 0; i < rb; ++i)
+    for (int64_t j = 0; j < cb; ++j) {
+      const int64_t r0 = i * kRows, c0 = j * kCols;
+      gemm(c.isa, x + r0 * ldx, ldx, std::min(kRows, rows - r0), L.in, L.wt + c0, L.outp,
+           std::min(kCols, L.outp - c0), y + r0 * ldy + c0, ldy);
+    }
+  if (relu)
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t k = 0; k < L.out; ++k) y[r * ldy + k] = std::max(y[r * ldy + k], 0.f);
+}
+
+void add(const float* a, const float* b, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+}
+
+// q = LayerNorm(q + a) row by row ([rows, C]).
+void add_norm(const Ctx& c, float* q, const float* a, int64_t rows, const Slot& n) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float* row = q + r * c.C;
+    if (a) add(row, a + r * c.C, row, c.C);
+    layer_norm_row(c.isa, row, c.C, c.C, n.w, n.b, c.eps, row);
+  }
+}
+
+// Token self attention (internal dim C): out[B*T, C] = o_proj(softmax(q k^T / sqrt(dh)) v).
+void self_attention(const Ctx& c, const AttnP& a, const float* qin, const float* kin, const float* vin, int64_t T,
+                    float* out, float* scratch /* [4, B*T, C] */) {
+  const int64_t R = c.B * T, C = c.C, dh = C / c.H;
+  float *q = scratch, *k = q + R * C, *v = k + R * C, *o = v + R * C;
+  linear(c, a.q, qin, C, R, q, C);
+  linear(c, a.k, kin, C, R, k, C);
+  linear(c, a.v, vin, C, R, v, C);
+  const float scale = 1.f / std::sqrt(static_cast<float>(dh));
+  std::vector<float> s(T);
+  for (int64_t b = 0; b < c.B; ++b)
+    for (int64_t h = 0; h < c.H; ++h)
+      for (int64_t t = 0; t < T; ++t) {
+        const float* qr = q + (b * T + t) * C + h * dh;
+        float m = -std::numeric_limits<float>::infinity();
+        for (int64_t t2 = 0; t2 < T; ++t2) {
+          const float* kr = k + (b * T + t2) * C + h * dh;
+          float acc = 0.f;
+          for (int64_t d = 0; d < dh; ++d) acc += qr[d] * kr[d];
+          s[t2] = acc * scale;
+          m = std::max(m, s[t2]);
+        }
+        float sum = 0.f;
+        for (int64_t t2 = 0; t2 < T; ++t2) sum += (s[t2] = std::exp(s[t2] - m));
+        float* orow = o + (b * T + t) * C + h * dh;
+        std::fill(orow, orow + dh, 0.f);
+        for (int64_t t2 = 0; t2 < T; ++t2) {
+          const float p = s[t2] / sum;
+          const float* vr = v + (b * T + t2) * C + h * dh;
+          for (int64_t d = 0; d < dh; ++d) orow[d] += p * vr[d];
+        }
+      }
+  linear(c, a.o, o, C, R, out, C);
+}
+
+// Layer 0 token->image attention against the cached per-head k0 [H, dh, N] / v0 [H, N, dh]:
+// out [B*T, C] = o_proj(softmax(q_h k0_h / sqrt(dh)) v0_h).
+void t2i_cached(const Ctx& c, const AttnP& a, const float* qt, int64_t T, const float* k0, const float* v0,
+                int64_t N, float* out, float* qh /* [B*T, Di] */, float* o /* [B*T, Di] */) {
+  const int64_t R = c.B * T, Di = c.Di, dh = Di / c.H;
+  linear(c, a.q, qt, c.C, R, qh, Di);
+  const float scale = 1.f / std::sqrt(static_cast<float>(dh));
+  constexpr int64_t kRows = 16;
+  const int64_t nchunk = (R + kRows - 1) / kRows;
+#pragma omp parallel
+  {
+    AlignedFloats s, q2;
+    s.alloc(kRows * N, false);
+    q2.alloc(kRows * dh, false);
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t h = 0; h < c.H; ++h)
+      for (int64_t ch = 0; ch < nchunk; ++ch) {
+        const int64_t r0 = ch * kRows, rr = std::min(kRows, R - r0);
+        for (int64_t i = 0; i < rr; ++i)
+          for (int64_t d = 0; d < dh; ++d) q2.p[i * dh + d] = qh[(r0 + i) * Di + h * dh + d] * scale;
+        std::fill(s.p, s.p + rr * N, 0.f);
+        gemm(c.isa, q2.p, dh, rr, dh, k0 + h * dh * N, N, N, s.p, N);
+        for (int64_t i = 0; i < rr; ++i) {
+          float* row = s.p + i * N;
+          const float m = *std::max_element(row, row + N);
+          for (int64_t n = 0; n < N; ++n) row[n] -= m;
+          exp_row(c.isa, row, N);
+          float sum = 0.f;
+          for (int64_t n = 0; n < N; ++n) sum += row[n];
+          const float inv = 1.f / sum;
+          for (int64_t n = 0; n < N; ++n) row[n] *= inv;
+          std::fill(o + (r0 + i) * Di + h * dh, o + (r0 + i) * Di + (h + 1) * dh, 0.f);
+        }
+        gemm(c.isa, s.p, N, rr, N, v0 + h * N * dh, dh, dh, o + r0 * Di + h * dh, Di);
+      }
+  }
+  linear(c, a.o, o, Di, R, out, c.C);
+}
+
+// Token->image attention with the k / v projections folded into the token side (fast_decoder._t2i):
+// u[b, h*T + t] = Wk_h^T q_h[b, t] / sqrt(dh); z = token_to_image_cpu(u, x, pe); out = o_proj(Wv_h z + bv).
+void t2i_folded(const Ctx& c, const AttnP& a, const float* qt, int64_t T, const float* x, int64_t Bx,
+                const float* pe, int64_t N, float* out, float* qh /* [B*T, Di] */, float* o /* [B*T, Di] */,
+                AlignedFloats& u, AlignedFloats& z) {
+  const int64_t B = c.B, C = c.C, H = c.H, Di = c.Di, dh = Di / H, R = B * T;
+  linear(c, a.q, qt, C, R, qh, Di);
+  const float scale = 1.f / std::sqrt(static_cast<float>(dh));
+  std::fill(u.p, u.p + B * H * T * C, 0.f);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      gemm(c.isa, qh + b * T * Di + h * dh, Di, T, dh, a.k.w + h * dh * C, C, C, u.p + (b * H + h) * T * C, C);
+  for (int64_t i = 0; i < B * H * T * C; ++i) u.p[i] *= scale;
+  TokenToImageArgs ta;
+  ta.B = B; ta.Bx = Bx; ta.Q = H * T; ta.N = N; ta.C = C;
+  ta.u = u.p; ta.x = x; ta.k_add = pe; ta.out = z.p;
+  token_to_image_cpu(ta);
+  for (int64_t r = 0; r < R; ++r) std::memcpy(o + r * Di, a.v.b, Di * sizeof(float));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      gemm(c.isa, z.p + (b * H + h) * T * C, C, T, C, a.v.wt + h * dh, a.v.outp, dh, o + b * T * Di + h * dh, Di);
+  linear(c, a.o, o, Di, R, out, C);
+}
+
+// Image->token attention + residual + norm4 (fast_decoder._i2t): x_out [B, N, C].
+// cached: layer 0, q_proj(x + pe) precomputed as q0 [N, Di] (u block diagonal over heads, cb = 0).
+void i2t(const Ctx& c, const AttnP& a, const Slot& norm, const float* x, int64_t Bx, const float* pe,
+         const float* q0, int64_t N, const float* k_tok, const float* v_tok, int64_t T, float* x_out,
+         float* kh /* [B*T, Di] */, float* vh /* [B*T, Di] */, AlignedFloats& ut, AlignedFloats& u,
+         AlignedFloats& cb, AlignedFloats& r) {
+  const int64_t B = c.B, C = c.C, H = c.H, Di = c.Di, dh = Di / H, R = B * T, HT = H * T;
+  const float scale = 1.f / std::sqrt(static_cast<float>(dh));
+  linear(c, a.k, k_tok, C, R, kh, Di);
+  linear(c, a.v, v_tok, C, R, vh, Di);
+  const int64_t Cq = q0 ? Di : C;
+  std::fill(u.p, u.p + B * Cq * HT, 0.f);
+  std::fill(cb.p, cb.p + B * HT, 0.f);
+  if (q0) {  // u[b, h*dh + d, t*H + h] = kh[b, t, h*dh + d] / sqrt(dh)
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t h = 0; h < H; ++h)
+          for (int64_t d = 0; d < dh; ++d)
+            u.p[(b * Di + h * dh + d) * HT + t * H + h] = kh[(b * T + t) * Di + h * dh + d] * scale;
+  } else {  // ut[b, t*H + h] = Wq_h^T kh[b, t, h]; u = ut^T / sqrt(dh); cb = bq_h . kh / sqrt(dh)
+    std::fill(ut.p, ut.p + B * HT * C, 0.f);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = 0; h < H; ++h)
+        gemm(c.isa, kh + b * T * Di + h * dh, Di, T, dh, a.q.w + h * dh * C, C, C, ut.p + (b * HT + h) * C, H * C);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t j = 0; j < HT; ++j)
+        for (int64_t k = 0; k < C; ++k) u.p[(b * C + k) * HT + j] = ut.p[(b * HT + j) * C + k] * scale;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t h = 0; h < H; ++h) {
+          float acc = 0.f;
+          for (int64_t d = 0; d < dh; ++d) acc += a.q.b[h * dh + d] * kh[(b * T + t) * Di + h * dh + d];
+          cb.p[b * HT + t * H + h] = acc * scale;
+        }
+  }
+  // r[b, t*H + h] = Wo_h vh[b, t, h]
+  std::fill(r.p, r.p + B * HT * C, 0.f);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      gemm(c.isa, vh + b * T * Di + h * dh, Di, T, dh, a.o.wt + h * dh * a.o.outp, a.o.outp, C,
+           r.p + (b * HT + h) * C, H * C);
+  ImageToTokenArgs ia;
+  ia.B = B; ia.Bq = q0 ? 1 : Bx; ia.Bx = Bx; ia.N = N; ia.Cq = Cq; ia.C = C; ia.H = H; ia.T = T;
+  ia.q_in = q0 ? q0 : x; ia.q_add = q0 ? nullptr : pe;
+  ia.u = u.p; ia.cb = cb.p; ia.r = r.p; ia.out_bias = a.o.b; ia.residual = x;
+  ia.ln_w = norm.w; ia.ln_b = norm.b; ia.out = x_out; ia.eps = c.eps;
+  image_to_token_cpu(ia);
+}
+
+// Three-layer ReLU MLP (IoU head, hypernetworks) on `rows` rows of stride ldx -> y [rows, ldy].
+void mlp3(const Ctx& c, const Slot* L, const float* x, int64_t ldx, int64_t rows, float* y, int64_t ldy,
+          float* h1, float* h2) {
+  linear(c, L[0], x, ldx, rows, h1, L[0].outp, true);
+  linear(c, L[1], h1, L[0].outp, rows, h2, L[1].outp, true);
+  linear(c, L[2], h2, L[1].outp, rows, y, ldy);
+}
+
+}  // namespace
+
+std::vector<ParamEntry> decoder_param_entries(const DecoderDims& d) {
+  check_dims(d);
+  std::vector<ParamEntry> out;
+  DecoderParams p;
+  visit_params(d, p, [&](ParamEntry::Kind k, const std::string& name, int64_t o, int64_t i, Slot&) {
+    out.push_back({k, name, o, i});
+  });
+  return out;
+}
+
+int64_t decoder_packed_numel(const DecoderDims& d) {
+  int64_t n = 0;
+  for (const auto& e : decoder_param_entries(d)) n += entry_numel(e.kind, e.out, e.in);
+  return n;
+}
+
+void pack_decoder_params(const DecoderDims& d, const std::vector<const float*>& weights, float* packed) {
+  const auto entries = decoder_param_entries(d);
+  if (weights.size() != 2 * entries.size())
+    throw ShapeError("pack_decoder_params: expected " + std::to_string(2 * entries.size()) + " tensors, got " +
+                     std::to_string(weights.size()));
+  float* dst = packed;
+  for (size_t e = 0; e < entries.size(); ++e) {
+    const ParamEntry& E = entries[e];
+    const float* w = weights[2 * e];
+    const float* b = weights[2 * e + 1];
+    if (E.kind == ParamEntry::Linear) {
+      const int64_t outp = round_up(E.out, 8);
+      std::fill(dst, dst + E.in * outp, 0.f);
+      for (int64_t o = 0; o < E.out; ++o)
+        for (int64_t i = 0; i < E.in; ++i) dst[i * outp + o] = w[o * E.in + i];
+      std::copy(w, w + E.out * E.in, dst + E.in * outp);
+      float* bd = dst + E.in * outp + E.out * E.in;
+      std::fill(bd, bd + outp, 0.f);
+      std::copy(b, b + E.out, bd);
+    } else {
+      const int64_t wn = E.kind == ParamEntry::Norm ? E.out : 4 * E.in * E.out;
+      std::copy(w, w + wn, dst);
+      std::copy(b, b + E.out, dst + wn);
+    }
+    dst += entry_numel(E.kind, E.out, E.in);
+  }
+}
+
+void cached_decoder_cpu(const CachedDecoderArgs& a) {
+  const DecoderDims& d = a.d;
+  check_dims(d);
+  if (a.B == 0) return;
+  const DecoderParams p = bind_params(d, a.packed);
+  const Ctx c{pick_isa(), a.B, d.C, d.H, d.Di, a.eps};
+  const int64_t B = a.B, T = a.T, C = d.C, Di = d.Di, N = a.h * a.w, R = B * T, H = d.H;
+  const int64_t K = a.multimask ? d.M - 1 : 1, Tu = 1 + K;
+  const int64_t Tmax = std::max(T, Tu);
+  AlignedFloats q, tmp, scratch, hid, qh, o, u, z, ut, cb, r, x1, x2;
+  q.alloc(R * C, false);
+  tmp.alloc(R * C, false);
+  scratch.alloc(4 * R * C, false);
+  hid.alloc(R * std::max({d.Mlp, round_up(d.Hid, 8), C}), false);
+  qh.alloc(R * Di, false);
+  o.alloc(R * Di, false);
+  u.alloc(B * H * Tmax * C, false);
+  z.alloc(B * H * Tmax * C, false);
+  ut.alloc(B * H * T * C, false);
+  cb.alloc(B * H * T, false);
+  r.alloc(B * H * T * C, false);
+  x1.alloc(B * N * C, false);
+  x2.alloc(B * N * C, false);
+  const float* P = a.tokens;  // token positional encoding = the initial tokens
+  std::memcpy(q.p, a.tokens, R * C * sizeof(float));
+  float* qt = scratch.p + 3 * R * C;  // shares the self-attention's last scratch slot (not live across)
+  const float* x = a.x0;
+  int64_t Bx = 1;
+  float* xs[2] = {x1.p, x2.p};
+  for (int l = 0; l < 2; ++l) {
+    const LayerP& L = p.layers[l];
+    if (l == 0) {  // skip_first_layer_pe: queries = self_attn(queries, queries, queries), no residual
+      self_attention(c, L.self_attn, q.p, q.p, q.p, T, tmp.p, scratch.p);
+      std::memcpy(q.p, tmp.p, R * C * sizeof(float));
+      add_norm(c, q.p, nullptr, R, L.n1);
+    } else {
+      float* qpe = hid.p;
+      add(q.p, P, qpe, R * C);
+      self_attention(c, L.self_attn, qpe, qpe, q.p, T, tmp.p, scratch.p);
+      add_norm(c, q.p, tmp.p, R, L.n1);
+    }
+    float* qpe = hid.p;
+    add(q.p, P, qpe, R * C);
+    if (l == 0)
+      t2i_cached(c, L.t2i, qpe, T, a.k0, a.v0, N, tmp.p, qh.p, o.p);
+    else
+      t2i_folded(c, L.t2i, qpe, T, x, Bx, a.pe, N, tmp.p, qh.p, o.p, u, z);
+    add_norm(c, q.p, tmp.p, R, L.n2);
+    linear(c, L.mlp1, q.p, C, R, hid.p, d.Mlp, true);
+    linear(c, L.mlp2, hid.p, d.Mlp, R, tmp.p, C);
+    add_norm(c, q.p, tmp.p, R, L.n3);
+    add(q.p, P, qt, R * C);
+    i2t(c, L.i2t, L.n4, x, Bx, a.pe, l == 0 ? a.q0 : nullptr, N, qt, q.p, T, xs[l], qh.p, o.p, ut, u, cb, r);
+    x = xs[l];
+    Bx = B;
+  }
+  // final token->image attention for the used tokens only: IoU token + the requested mask tokens
+  const int64_t Ru = B * Tu;
+  float* qu = scratch.p;          // [B*Tu, C]
+  float* tu = scratch.p + R * C;  // [B*Tu, C] queries + pe
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i < Tu; ++i) {
+      const int64_t t = i == 0 ? 0 : (a.multimask ? 1 + i : 1);
+      std::memcpy(qu + (b * Tu + i) * C, q.p + (b * T + t) * C, C * sizeof(float));
+      add(q.p + (b * T + t) * C, P + (b * T + t) * C, tu + (b * Tu + i) * C, C);
+    }
+  t2i_folded(c, p.final_attn, tu, Tu, x, B, a.pe, N, tmp.p, qh.p, o.p, u, z);
+  add_norm(c, qu, tmp.p, Ru, p.nf);
+  // IoU head on token 0 of each prompt
+  const int64_t Mp = round_up(d.M, 8);
+  float* iou_all = tu;  // [B, Mp]
+  float* h1 = hid.p;
+  float* h2 = hid.p + B * std::max(round_up(d.Hid, 8), C);
+  mlp3(c, p.iou, qu, Tu * C, B, iou_all, Mp, h1, h2);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t k = 0; k < K; ++k) a.iou[b * K + k] = iou_all[b * Mp + (a.multimask ? 1 + k : 0)];
+  // hypernetwork MLP j on mask token j -> hyper_in [B, K, C2]
+  AlignedFloats hyper;
+  hyper.alloc(B * K * d.C2, false);
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t j = a.multimask ? 1 + k : 0;
+    mlp3(c, &p.hyper[3 * j], qu + (1 + k) * C, Tu * C, B, hyper.p + k * d.C2, K * d.C2, h1, h2);
+  }
+  MaskHeadArgs m;
+  m.B = B; m.h = a.h; m.w = a.w; m.C = C; m.C1 = d.C1; m.C2 = d.C2; m.M = K;
+  m.src = x; m.w1 = p.up1.w; m.b1 = p.up1.b; m.ln_w = p.up_ln.w; m.ln_b = p.up_ln.b;
+  m.w2 = p.up2.w; m.b2 = p.up2.b; m.hyper = hyper.p; m.out = a.masks; m.eps = a.eps2d;
+  mask_head_cpu(m);
+}
+
+}  // namespace samfast::cpu

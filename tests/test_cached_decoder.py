@@ -1,0 +1,189 @@
+"""ops.cached_mask_decoder (the whole decoder in one C++ call) vs the op-by-op fast decoder, the official
+MaskDecoder in float32, and the official MaskDecoder in float64 (error bound relative to fp32's own error)."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+import samfast
+from samfast import _C, ops
+from samfast.fast_decoder import FastMaskDecoder
+from sam_testing import TINY, build_official, randomise, rel_err
+
+pytestmark = pytest.mark.skipif(not hasattr(_C, "cached_decoder_cpu"), reason="_C built without cached_decoder")
+
+
+@pytest.fixture(scope="module")
+def models():
+    official = randomise(build_official(TINY), seed=7)
+    sd = official.state_dict()
+    ours = samfast.load("auto", sd)
+    return official, ours
+
+
+def _prompts(kind, B, g):
+    pts = lbl = boxes = None
+    if kind in ("points", "both"):
+        pts = torch.rand(B, 3, 2, generator=g) * 250
+        lbl = torch.randint(0, 2, (B, 3), generator=g)
+    if kind in ("box", "both"):
+        xy = torch.rand(B, 2, 2, generator=g) * 250
+        boxes = torch.sort(xy, dim=1)[0].reshape(B, 4)
+    return pts, lbl, boxes
+
+
+def _official(official, emb, pts, lbl, boxes, multimask, dtype):
+    """Official prompt encoder (float32: it casts coordinates) + official mask decoder in `dtype`."""
+    with torch.no_grad():
+        sp, de = official.prompt_encoder(points=(pts, lbl) if pts is not None else None, boxes=boxes, masks=None)
+        pe = official.prompt_encoder.get_dense_pe()
+        dec = copy.deepcopy(official.mask_decoder).to(dtype)
+        return dec(emb.to(dtype), pe.to(dtype), sp.to(dtype), de.to(dtype), multimask)
+
+
+@pytest.mark.parametrize("multimask", [True, False])
+@pytest.mark.parametrize("kind,B", [("points", 1), ("box", 3), ("both", 2)])
+def test_matches_official_and_float64(models, simd, multimask, kind, B):
+    official, ours = models
+    g = torch.Generator().manual_seed(hash((kind, B, multimask)) % 1000)
+    emb = torch.randn(1, 256, 16, 16, generator=g)
+    pts, lbl, boxes = _prompts(kind, B, g)
+    fd = FastMaskDecoder(ours)
+    cache = fd.prepare(emb)
+    assert cache.packed is not None, "the C++ decoder should be used for this model"
+    sparse, _ = ours.prompt_encoder(points=(pts, lbl) if pts is not None else None, boxes=boxes, masks=None)
+    low, iou = fd(cache, sparse, None, multimask)
+    fd.whole_decoder_kernel = False
+    low_py, iou_py = fd(cache, sparse, None, multimask)
+    low32, iou32 = _official(official, emb, pts, lbl, boxes, multimask, torch.float32)
+    low64, iou64 = _official(official, emb, pts, lbl, boxes, multimask, torch.float64)
+    K = 3 if multimask else 1
+    assert low.shape == (B, K, 64, 64) and iou.shape == (B, K) and low.dtype == torch.float32
+    assert rel_err(low, low_py) < 1e-5 and rel_err(iou, iou_py) < 1e-5
+    # error vs float64 bounded by a multiple of the official fp32 code's own error (+ a floor)
+    for ours_, off32, ref in ((low, low32, low64), (iou, iou32, iou64)):
+        err_ours, err_off = rel_err(ours_, ref), rel_err(off32, ref)
+        assert err_ours <= 4 * err_off + 1e-6, (err_ours, err_off)
+
+
+def test_full_size_grid(models):
+    """The real SAM grid (64x64 image tokens, 256x256 low-res masks)."""
+    official, ours = models
+    g = torch.Generator().manual_seed(3)
+    emb = torch.randn(1, 256, 64, 64, generator=g)
+    ours.prompt_encoder.image_embedding_size = official.prompt_encoder.image_embedding_size = (64, 64)
+    try:
+        pts, lbl, _ = _prompts("points", 2, g)
+        fd = FastMaskDecoder(ours)
+        cache = fd.prepare(emb)
+        sparse, _ = ours.prompt_encoder(points=(pts, lbl), boxes=None, masks=None)
+        low, iou = fd(cache, sparse, None, True)
+        low32, iou32 = _official(official, emb, pts, lbl, None, True, torch.float32)
+    finally:
+        ours.prompt_encoder.image_embedding_size = official.prompt_encoder.image_embedding_size = (16, 16)
+    assert low.shape == (2, 3, 256, 256)
+    assert rel_err(low, low32) < 1e-4 and rel_err(iou, iou32) < 1e-4
+
+
+def _op_args(ours, B=1, T=7):
+    fd = FastMaskDecoder(ours)
+    c = fd.prepare(torch.randn(1, 256, 16, 16))
+    tokens = torch.randn(B, T, 256)
+    return [tokens, c.x0, c.pe, c.k0, c.v0, c.q0, c.packed, fd._dims, c.hw]
+
+
+def test_opcheck(models):
+    _, ours = models
+    args = _op_args(ours, B=2)
+    tokens, x0, pe, k0, v0, q0, packed, dims, (h, w) = args
+    torch.library.opcheck(torch.ops.samfast.cached_mask_decoder.default,
+                          (tokens, x0, pe, k0, v0, q0, packed, dims, h, w, True, 1e-5, 1e-6))
+
+
+def test_bad_inputs(models):
+    _, ours = models
+    tokens, x0, pe, k0, v0, q0, packed, dims, hw = _op_args(ours)
+    ok = dict(tokens=tokens, x0=x0, pe=pe, k0=k0, v0=v0, q0=q0, packed=packed, dims=dims, hw=hw, multimask=True)
+
+    def call(**kw):
+        a = dict(ok, **kw)
+        return ops.cached_mask_decoder(**a)
+
+    assert call()[0].shape == (1, 3, 64, 64)
+    with pytest.raises(ValueError, match="tokens"):
+        call(tokens=torch.randn(1, 7, 128))
+    with pytest.raises(ValueError, match="tokens"):
+        call(tokens=torch.randn(1, 4, 256))  # fewer than IoU + mask tokens
+    with pytest.raises(ValueError, match="packed"):
+        call(packed=packed[:-1])
+    with pytest.raises(ValueError, match="k0"):
+        call(k0=k0[:, :, :-8])
+    with pytest.raises(ValueError, match="x0"):
+        call(hw=(16, 8))  # grid does not match the cache
+    with pytest.raises(TypeError, match="tokens"):
+        call(tokens=tokens.double())
+    with pytest.raises(ValueError, match="dims"):
+        call(dims=dims[:-1])
+    with pytest.raises(ValueError, match="unsupported dims"):
+        _C.cached_decoder_param_entries([252] + dims[1:])
+    with pytest.raises(RuntimeError, match="kernels backend"), ops.backend("reference"):
+        call()
+
+
+def test_pack_checks_each_parameter(models):
+    _, ours = models
+    dims = ops.decoder_dims(ours.mask_decoder)
+    entries = _C.cached_decoder_param_entries(dims)
+    params = dict(ours.mask_decoder.named_parameters())
+    assert {e[1] + ".weight" for e in entries} | {e[1] + ".bias" for e in entries} == \
+        {k for k in params if not k.startswith(("iou_token", "mask_tokens"))}
+    refs = [ops.tensor_ref(params[e[1] + s].detach()) for e in entries for s in (".weight", ".bias")]
+    out = torch.empty(_C.cached_decoder_packed_numel(dims))
+    bad = refs.copy()
+    bad[2] = ops.tensor_ref(torch.zeros(5, 5))
+    with pytest.raises(ValueError, match=entries[1][1] + ".weight"):
+        _C.cached_decoder_pack_cpu(bad, dims, ops.tensor_ref(out))
+    with pytest.raises(ValueError, match="tensors"):
+        _C.cached_decoder_pack_cpu(refs[:-2], dims, ops.tensor_ref(out))
+
+
+def test_unsupported_structure_uses_op_by_op_path(models):
+    """A decoder the C++ path does not implement (GELU transformer MLPs) still runs, op by op."""
+    official, ours = models
+    official, ours = copy.deepcopy(official), copy.deepcopy(ours)
+    for m in (official, ours):
+        for layer in m.mask_decoder.transformer.layers:
+            layer.mlp.act = torch.nn.GELU()
+    assert ops.decoder_dims(ours.mask_decoder) is None
+    g = torch.Generator().manual_seed(11)
+    emb = torch.randn(1, 256, 16, 16, generator=g)
+    pts, lbl, _ = _prompts("points", 2, g)
+    fd = FastMaskDecoder(ours)
+    cache = fd.prepare(emb)
+    assert cache.packed is None
+    sparse, _ = ours.prompt_encoder(points=(pts, lbl), boxes=None, masks=None)
+    low, iou = fd(cache, sparse, None, True)
+    low32, iou32 = _official(official, emb, pts, lbl, None, True, torch.float32)
+    assert rel_err(low, low32) < 1e-4 and rel_err(iou, iou32) < 1e-4
+
+
+def test_weight_change_is_picked_up(models):
+    """Changing a decoder parameter in place repacks on the next image (predictor API)."""
+    official, ours = models
+    official, ours = copy.deepcopy(official), copy.deepcopy(ours)
+    ps, image = samfast.SamPredictor(ours), np.random.default_rng(0).integers(0, 255, (64, 80, 3), np.uint8)
+    from segment_anything import SamPredictor as OfficialPredictor
+
+    po = OfficialPredictor(official)
+    kw = dict(point_coords=np.array([[30.0, 20.0]]), point_labels=np.array([1]))
+    ps.set_image(image)
+    before = ps.predict(**kw)[2]
+    with torch.no_grad():
+        for m in (official, ours):
+            m.mask_decoder.output_hypernetworks_mlps[1].layers[2].weight.mul_(-1.5)
+    ps.set_image(image)
+    po.set_image(image)
+    after, expect = ps.predict(**kw)[2], po.predict(**kw)[2]
+    assert rel_err(after, expect) < 1e-4
+    assert rel_err(after, before) > 1e-2
