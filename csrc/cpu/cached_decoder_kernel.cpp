@@ -219,14 +219,7 @@ void t2i_cached(const Ctx& c, const AttnP& a, const float* qt, int64_t T, const 
         std::fill(s.p, s.p + rr * N, 0.f);
         gemm(c.isa, q2.p, dh, rr, dh, k0 + h * dh * N, N, N, s.p, N);
         for (int64_t i = 0; i < rr; ++i) {
-          float* row = s.p + i * N;
-          const float m = *std::max_element(row, row + N);
-          for (int64_t n = 0; n < N; ++n) row[n] -= m;
-          exp_row(c.isa, row, N);
-          float sum = 0.f;
-          for (int64_t n = 0; n < N; ++n) sum += row[n];
-          const float inv = 1.f / sum;
-          for (int64_t n = 0; n < N; ++n) row[n] *= inv;
+          softmax_row(c.isa, s.p + i * N, N);
           std::fill(o + (r0 + i) * Di + h * dh, o + (r0 + i) * Di + (h + 1) * dh, 0.f);
         }
         gemm(c.isa, s.p, N, rr, N, v0 + h * N * dh, dh, dh, o + r0 * Di + h * dh, Di);

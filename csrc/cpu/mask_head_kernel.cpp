@@ -292,6 +292,32 @@ struct TileBufs {
   AlignedFloats a, t, t2, u;
 };
 
+#if SAMFAST_X86
+// Requires C1 % 16 == 0. ln_gelu_avx2 on 16 lanes (GELU's divide replaced by rcp14 + Newton).
+SAMFAST_AVX512 void ln_gelu_avx512(const float* T, int64_t P, const Packed& pk, float eps, float* T2) {
+  const int64_t C1 = pk.C1;
+  const float inv_n = 1.f / float(C1);
+  for (int64_t r = 0; r < 4 * P; ++r) {
+    const float* x = T + (r >> 2) * pk.N1p + (r & 3) * C1;
+    float* y = T2 + r * C1;
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t c = 0; c < C1; c += 16) sum = _mm512_add_ps(sum, _mm512_loadu_ps(x + c));
+    const __m512 mean = _mm512_set1_ps(_mm512_reduce_add_ps(sum) * inv_n);
+    __m512 vs = _mm512_setzero_ps();
+    for (int64_t c = 0; c < C1; c += 16) {
+      const __m512 d = _mm512_sub_ps(_mm512_loadu_ps(x + c), mean);
+      vs = _mm512_fmadd_ps(d, d, vs);
+    }
+    const __m512 rstd = _mm512_set1_ps(1.f / std::sqrt(_mm512_reduce_add_ps(vs) * inv_n + eps));
+    for (int64_t c = 0; c < C1; c += 16) {
+      const __m512 d = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + c), mean), rstd);
+      const __m512 v = _mm512_fmadd_ps(d, _mm512_loadu_ps(pk.lnw.p + c), _mm512_loadu_ps(pk.lnb.p + c));
+      _mm512_storeu_ps(y + c, gelu_avx512(v));
+    }
+  }
+}
+#endif  // SAMFAST_X86
+
 template <typename OutT>
 void run_tile(const float* A, int64_t P, int64_t q0, const MaskHeadArgs& args, const Packed& pk,
               const float* hyp, OutT* out, TileBufs& buf, bool avx2, bool avx512) {
@@ -303,7 +329,9 @@ void run_tile(const float* A, int64_t P, int64_t q0, const MaskHeadArgs& args, c
   if (avx2) {
     const auto gemm = avx512 ? gemm_avx512 : gemm_avx2;
     gemm(A, C, P, C, pk.w1p.p, pk.N1p, pk.b1p.p, T, pk.N1p, false);
-    if (C1 % 8 == 0) ln_gelu_avx2(T, P, pk, args.eps, T2); else ln_gelu_base(T, P, pk, args.eps, T2);
+    if (avx512 && C1 % 16 == 0) ln_gelu_avx512(T, P, pk, args.eps, T2);
+    else if (C1 % 8 == 0) ln_gelu_avx2(T, P, pk, args.eps, T2);
+    else ln_gelu_base(T, P, pk, args.eps, T2);
     gemm(T2, C1, 4 * P, C1, pk.w2p.p, pk.N2p, pk.b2p.p, U, pk.N2p, true);
     if (pk.C2 % 8 == 0) hyper_avx2(U, P, q0, args.h, args.w, pk, hyp, args.M, out);
     else hyper_base(U, P, q0, args.h, args.w, pk, hyp, args.M, out);

@@ -4,6 +4,7 @@
 // 6x16 (AVX2+FMA) and a portable path; `gemm(isa, ...)` dispatches on the level picked at run time by
 // pick_isa() (SAMFAST_SIMD caps it). Header-only; ISA-specific functions carry target attributes.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -213,6 +214,50 @@ inline void exp_row(Isa isa, float* s, int64_t n) {
 #endif
   (void)isa;
   exp_row_base(s, n);
+}
+
+// ---- softmax of one row -------------------------------------------------------------------
+// s[0:n] = softmax(s[0:n]) in place; n % 8 == 0 (AVX2 path).
+
+inline void softmax_row_base(float* s, int64_t n) {
+  float m = s[0];
+  for (int64_t j = 1; j < n; ++j) m = std::max(m, s[j]);
+  float sum = 0.f;
+  for (int64_t j = 0; j < n; ++j) sum += (s[j] = std::exp(s[j] - m));
+  const float inv = 1.f / sum;
+  for (int64_t j = 0; j < n; ++j) s[j] *= inv;
+}
+
+#if SAMFAST_X86
+SAMFAST_AVX2 inline void softmax_row_avx2(float* s, int64_t n) {
+  __m256 m0 = _mm256_loadu_ps(s), m1 = m0;
+  int64_t j = 8;
+  for (; j + 16 <= n; j += 16) {
+    m0 = _mm256_max_ps(m0, _mm256_loadu_ps(s + j));
+    m1 = _mm256_max_ps(m1, _mm256_loadu_ps(s + j + 8));
+  }
+  for (; j < n; j += 8) m0 = _mm256_max_ps(m0, _mm256_loadu_ps(s + j));
+  m0 = _mm256_max_ps(m0, m1);
+  m0 = _mm256_max_ps(m0, _mm256_permute2f128_ps(m0, m0, 0x01));
+  m0 = _mm256_max_ps(m0, _mm256_shuffle_ps(m0, m0, _MM_SHUFFLE(1, 0, 3, 2)));
+  const __m256 m = _mm256_max_ps(m0, _mm256_shuffle_ps(m0, m0, _MM_SHUFFLE(2, 3, 0, 1)));
+  __m256 acc = _mm256_setzero_ps();
+  for (j = 0; j < n; j += 8) {
+    const __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(s + j), m));
+    _mm256_storeu_ps(s + j, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  const __m256 inv = _mm256_div_ps(_mm256_set1_ps(1.f), hsum_bcast_avx2(acc));
+  for (j = 0; j < n; j += 8) _mm256_storeu_ps(s + j, _mm256_mul_ps(_mm256_loadu_ps(s + j), inv));
+}
+#endif  // SAMFAST_X86
+
+inline void softmax_row(Isa isa, float* s, int64_t n) {
+#if SAMFAST_X86
+  if (isa != Isa::Base) return softmax_row_avx2(s, n);
+#endif
+  (void)isa;
+  softmax_row_base(s, n);
 }
 
 // ---- LayerNorm of one row ------------------------------------------------------------------
