@@ -15,6 +15,10 @@
 #define SAMFAST_X86 0
 #endif
 
+// A generic body meant to be compiled once per ISA: force-inlined into thin SAMFAST_AVX2 / SAMFAST_AVX512
+// wrappers (a generic function may inline into a wider-ISA caller), so its plain loops vectorize there.
+#define SAMFAST_FLATTEN_BODY inline __attribute__((always_inline))
+
 namespace samfast::cpu {
 
 // 64-byte aligned float scratch buffer (per call / per thread).

@@ -300,10 +300,32 @@ SAMFAST_AVX2 inline void layer_norm_row_avx2(const float* y, int64_t C, int64_t 
 }
 #endif  // SAMFAST_X86
 
+#if SAMFAST_X86
+// C % 16 == 0, C <= 256: the row stays in registers (one load pass).
+SAMFAST_AVX512 inline void layer_norm_row_avx512(const float* y, int64_t C, const float* w, const float* bias,
+                                                 float eps, float* out) {
+  __m512 v[16];
+  const int64_t nv = C / 16;
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t i = 0; i < nv; ++i) acc = _mm512_add_ps(acc, v[i] = _mm512_loadu_ps(y + 16 * i));
+  const __m512 m = _mm512_set1_ps(_mm512_reduce_add_ps(acc) / static_cast<float>(C));
+  acc = _mm512_setzero_ps();
+  for (int64_t i = 0; i < nv; ++i) {
+    v[i] = _mm512_sub_ps(v[i], m);
+    acc = _mm512_fmadd_ps(v[i], v[i], acc);
+  }
+  const __m512 rs = _mm512_set1_ps(1.f / std::sqrt(_mm512_reduce_add_ps(acc) / static_cast<float>(C) + eps));
+  for (int64_t i = 0; i < nv; ++i)
+    _mm512_storeu_ps(out + 16 * i, _mm512_fmadd_ps(_mm512_mul_ps(v[i], rs), _mm512_loadu_ps(w + 16 * i),
+                                                   _mm512_loadu_ps(bias + 16 * i)));
+}
+#endif  // SAMFAST_X86
+
 // y: [Cp], Cp % 8 == 0, zero padded past C.
 inline void layer_norm_row(Isa isa, const float* y, int64_t C, int64_t Cp, const float* w, const float* bias,
                            float eps, float* out) {
 #if SAMFAST_X86
+  if (isa == Isa::Avx512 && C % 16 == 0 && C <= 256) return layer_norm_row_avx512(y, C, w, bias, eps, out);
   if (isa != Isa::Base) return layer_norm_row_avx2(y, C, Cp, w, bias, eps, out);
 #endif
   (void)isa;

@@ -35,8 +35,10 @@ struct TaskBufs {
 // Keys [k0, k1) of batch b: running (m, l, acc) for every query row; UT: [Cp, Qp] = u[b]^T, acc: [Q, Cp].
 // Scores are formed transposed (S^T = K @ U^T), so the softmax statistics run along contiguous rows and
 // the PV product reads P through the transposed-A GEMM: no per-tile transposes.
-void run_range(const TokenToImageArgs& a, const float* UT, int64_t Cp, int64_t Qp, int64_t b, int64_t k0,
-               int64_t k1, float* m, float* l, float* acc, TaskBufs& buf, Isa isa) {
+// Compiled once per ISA (thin wrappers below) so the bookkeeping loops auto-vectorize at that width.
+SAMFAST_FLATTEN_BODY void run_range_body(const TokenToImageArgs& a, const float* UT, int64_t Cp, int64_t Qp,
+                                         int64_t b, int64_t k0, int64_t k1, float* m, float* l, float* acc,
+                                         TaskBufs& buf, Isa isa) {
   const int64_t Q = a.Q, C = a.C;
   const float* X = a.x + (a.Bx == 1 ? 0 : b) * a.N * C;
   const float neg_inf = -std::numeric_limits<float>::infinity();
@@ -96,12 +98,38 @@ void run_range(const TokenToImageArgs& a, const float* UT, int64_t Cp, int64_t Q
       for (int64_t q = 0; q < Qp; ++q) l[q] += r[q];
     }
     for (int64_t q = 0; q < Q; ++q) {
-      float* ar = acc + q * Cp;
       const float f = corr[q];
+      if (f == 1.f) continue;  // running max unchanged (the common case after the first tiles)
+      float* ar = acc + q * Cp;
       for (int64_t c = 0; c < Cp; ++c) ar[c] *= f;
     }
     gemm<true>(isa, st, Qp, Q, kk, V, ldv, Cp, acc, Cp);  // acc[Q, Cp] += P[Q, kk] @ V[kk, Cp]
   }
+}
+
+void run_range_base(const TokenToImageArgs& a, const float* UT, int64_t Cp, int64_t Qp, int64_t b, int64_t k0,
+                    int64_t k1, float* m, float* l, float* acc, TaskBufs& buf) {
+  run_range_body(a, UT, Cp, Qp, b, k0, k1, m, l, acc, buf, Isa::Base);
+}
+#if SAMFAST_X86
+SAMFAST_AVX2 void run_range_avx2(const TokenToImageArgs& a, const float* UT, int64_t Cp, int64_t Qp, int64_t b,
+                                 int64_t k0, int64_t k1, float* m, float* l, float* acc, TaskBufs& buf) {
+  run_range_body(a, UT, Cp, Qp, b, k0, k1, m, l, acc, buf, Isa::Avx2);
+}
+SAMFAST_AVX512 void run_range_avx512(const TokenToImageArgs& a, const float* UT, int64_t Cp, int64_t Qp,
+                                     int64_t b, int64_t k0, int64_t k1, float* m, float* l, float* acc,
+                                     TaskBufs& buf) {
+  run_range_body(a, UT, Cp, Qp, b, k0, k1, m, l, acc, buf, Isa::Avx512);
+}
+#endif
+
+void run_range(const TokenToImageArgs& a, const float* UT, int64_t Cp, int64_t Qp, int64_t b, int64_t k0,
+               int64_t k1, float* m, float* l, float* acc, TaskBufs& buf, Isa isa) {
+#if SAMFAST_X86
+  if (isa == Isa::Avx512) return run_range_avx512(a, UT, Cp, Qp, b, k0, k1, m, l, acc, buf);
+  if (isa == Isa::Avx2) return run_range_avx2(a, UT, Cp, Qp, b, k0, k1, m, l, acc, buf);
+#endif
+  run_range_base(a, UT, Cp, Qp, b, k0, k1, m, l, acc, buf);
 }
 
 }  // namespace
