@@ -122,6 +122,30 @@ SAMFAST_AVX2 inline void exp_row_avx2(float* s, int64_t n) {  // n % 8 == 0
 
 // ---- AVX-512F path -------------------------------------------------------------------------
 
+// exp_avx2 on 16 lanes: the same operations, so the same result in every lane.
+SAMFAST_AVX512 inline __m512 exp_avx512(__m512 x) {
+  x = _mm512_min_ps(_mm512_set1_ps(88.3f), _mm512_max_ps(_mm512_set1_ps(-87.3f), x));
+  const __m512 fx = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
+  x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), x);
+  __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.3981999507e-3f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(8.3334519073e-3f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(4.1665795894e-2f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.6666665459e-1f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(5.0000001201e-1f));
+  y = _mm512_fmadd_ps(y, _mm512_mul_ps(x, x), _mm512_add_ps(x, _mm512_set1_ps(1.f)));
+  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(fx), _mm512_set1_epi32(127)), 23);
+  return _mm512_mul_ps(y, _mm512_castsi512_ps(e));
+}
+
+SAMFAST_AVX512 inline void exp_row_avx512(float* s, int64_t n) {  // n % 8 == 0
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) _mm512_storeu_ps(s + j, exp_avx512(_mm512_loadu_ps(s + j)));
+  if (j < n) _mm256_storeu_ps(s + j, exp_avx2(_mm256_loadu_ps(s + j)));
+}
+
 // Register block: C[MR, 16*NV] += A[MR, K] @ B[K, 16*NV].
 template <int MR, int NV, bool AT>
 SAMFAST_AVX512 inline void micro_avx512(const float* A, int64_t lda, int64_t K, const float* B, int64_t ldb,
@@ -210,6 +234,7 @@ inline void gemm(Isa isa, const float* A, int64_t lda, int64_t R, int64_t K, con
 // s[j] = exp(s[j]); n % 8 == 0.
 inline void exp_row(Isa isa, float* s, int64_t n) {
 #if SAMFAST_X86
+  if (isa == Isa::Avx512) return exp_row_avx512(s, n);
   if (isa != Isa::Base) return exp_row_avx2(s, n);
 #endif
   (void)isa;
@@ -252,8 +277,25 @@ SAMFAST_AVX2 inline void softmax_row_avx2(float* s, int64_t n) {
 }
 #endif  // SAMFAST_X86
 
+#if SAMFAST_X86
+SAMFAST_AVX512 inline void softmax_row_avx512(float* s, int64_t n) {  // n % 16 == 0
+  __m512 m0 = _mm512_loadu_ps(s);
+  for (int64_t j = 16; j < n; j += 16) m0 = _mm512_max_ps(m0, _mm512_loadu_ps(s + j));
+  const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(m0));
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t j = 0; j < n; j += 16) {
+    const __m512 e = exp_avx512(_mm512_sub_ps(_mm512_loadu_ps(s + j), m));
+    _mm512_storeu_ps(s + j, e);
+    acc = _mm512_add_ps(acc, e);
+  }
+  const __m512 inv = _mm512_set1_ps(1.f / _mm512_reduce_add_ps(acc));
+  for (int64_t j = 0; j < n; j += 16) _mm512_storeu_ps(s + j, _mm512_mul_ps(_mm512_loadu_ps(s + j), inv));
+}
+#endif  // SAMFAST_X86
+
 inline void softmax_row(Isa isa, float* s, int64_t n) {
 #if SAMFAST_X86
+  if (isa == Isa::Avx512 && n % 16 == 0) return softmax_row_avx512(s, n);
   if (isa != Isa::Base) return softmax_row_avx2(s, n);
 #endif
   (void)isa;
