@@ -364,7 +364,7 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   const int64_t B = a.B, T = a.T, C = d.C, Di = d.Di, N = a.h * a.w, R = B * T, H = d.H;
   const int64_t K = a.multimask ? d.M - 1 : 1, Tu = 1 + K;
   const int64_t Tmax = std::max(T, Tu);
-  AlignedFloats q, tmp, scratch, hid, qh, o, u, z, ut, cb, r, x1, x2;
+  AlignedFloats q, tmp, scratch, hid, qh, o, u, z, ut, cb, r, xb;
   q.alloc(R * C, false);
   tmp.alloc(R * C, false);
   scratch.alloc(4 * R * C, false);
@@ -376,14 +376,12 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   ut.alloc(B * H * T * C, false);
   cb.alloc(B * H * T, false);
   r.alloc(B * H * T * C, false);
-  x1.alloc(B * N * C, false);
-  x2.alloc(B * N * C, false);
+  xb.alloc(B * N * C, false);  // layer 0's image-token output, then layer 1's in place
   const float* P = a.tokens;  // token positional encoding = the initial tokens
   std::memcpy(q.p, a.tokens, R * C * sizeof(float));
   float* qt = scratch.p + 3 * R * C;  // shares the self-attention's last scratch slot (not live across)
   const float* x = a.x0;
   int64_t Bx = 1;
-  float* xs[2] = {x1.p, x2.p};
   for (int l = 0; l < 2; ++l) {
     const LayerP& L = p.layers[l];
     if (l == 0) {  // skip_first_layer_pe: queries = self_attn(queries, queries, queries), no residual
@@ -407,8 +405,9 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
     linear(c, L.mlp2, hid.p, d.Mlp, R, tmp.p, C);
     add_norm(c, q.p, tmp.p, R, L.n3);
     add(q.p, P, qt, R * C);
-    i2t(c, L.i2t, L.n4, x, Bx, a.pe, l == 0 ? a.q0 : nullptr, N, qt, q.p, T, xs[l], qh.p, o.p, ut, u, cb, r);
-    x = xs[l];
+    // in place on layer 1: image_to_token_cpu reads a tile's rows of x before writing them
+    i2t(c, L.i2t, L.n4, x, Bx, a.pe, l == 0 ? a.q0 : nullptr, N, qt, q.p, T, xb.p, qh.p, o.p, ut, u, cb, r);
+    x = xb.p;
     Bx = B;
   }
   // final token->image attention for the used tokens only: IoU token + the requested mask tokens

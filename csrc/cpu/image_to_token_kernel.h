@@ -20,7 +20,8 @@ struct ImageToTokenArgs {
   const float* residual = nullptr;  // [Bx, N, C]  (Bx = 1 or B)
   const float* ln_w = nullptr;      // [C]
   const float* ln_b = nullptr;      // [C]
-  float* out = nullptr;             // [B, N, C]
+  float* out = nullptr;             // [B, N, C]; may alias residual / q_in of batch size B (a tile's rows
+                                    // are read before they are written)
   float eps = 1e-5f;
 };
 
