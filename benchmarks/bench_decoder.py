@@ -182,6 +182,12 @@ def main(argv=None) -> dict:
                 ms["samfast_onnx"] = timeit(lambda: ort_run(*ort_in, sess=ort_ours), n)
         row(name, **ms)
 
+    # the same prompt through the op-by-op fast decoder (Python between the kernels), for comparison
+    ps._fast_decoder.whole_decoder_kernel = False
+    ms = dict(samfast=timeit(lambda: ps.predict(**point, multimask_output=True), n))
+    ps._fast_decoder.whole_decoder_kernel = True
+    row("1 point, multimask, op-by-op", **ms)
+
     boxes = torch.as_tensor(rng.uniform(0, 0.5, size=(64, 2)) * [W, H], dtype=torch.float)
     boxes = torch.cat([boxes, boxes + torch.as_tensor(rng.uniform(0.1, 0.5, size=(64, 2)) * [W, H])], 1).float()
     bt = po.transform.apply_boxes_torch(boxes, (H, W))
