@@ -1,6 +1,7 @@
 """ops.cached_mask_decoder (the whole decoder in one C++ call) vs the op-by-op fast decoder, the official
 MaskDecoder in float32, and the official MaskDecoder in float64 (error bound relative to fp32's own error)."""
 import copy
+import zlib
 
 import numpy as np
 import pytest
@@ -46,7 +47,7 @@ def _official(official, emb, pts, lbl, boxes, multimask, dtype):
 @pytest.mark.parametrize("kind,B", [("points", 1), ("box", 3), ("both", 2)])
 def test_matches_official_and_float64(models, simd, multimask, kind, B):
     official, ours = models
-    g = torch.Generator().manual_seed(hash((kind, B, multimask)) % 1000)
+    g = torch.Generator().manual_seed(zlib.crc32(f"{kind}-{B}-{multimask}".encode()))
     emb = torch.randn(1, 256, 16, 16, generator=g)
     pts, lbl, boxes = _prompts(kind, B, g)
     fd = FastMaskDecoder(ours)
@@ -61,10 +62,12 @@ def test_matches_official_and_float64(models, simd, multimask, kind, B):
     K = 3 if multimask else 1
     assert low.shape == (B, K, 64, 64) and iou.shape == (B, K) and low.dtype == torch.float32
     assert rel_err(low, low_py) < 1e-5 and rel_err(iou, iou_py) < 1e-5
-    # error vs float64 bounded by a multiple of the official fp32 code's own error (+ a floor)
-    for ours_, off32, ref in ((low, low32, low64), (iou, iou32, iou64)):
-        err_ours, err_off = rel_err(ours_, ref), rel_err(off32, ref)
-        assert err_ours <= 4 * err_off + 1e-6, (err_ours, err_off)
+    # error vs float64 bounded by a multiple of the official fp32 code's own error (+ a floor); the IoU
+    # head gives one O(1) scalar per mask, so its error is taken in absolute terms
+    err_ours, err_off = rel_err(low, low64), rel_err(low32, low64)
+    assert err_ours <= 4 * err_off + 1e-6, (err_ours, err_off)
+    err_ours, err_off = float((iou - iou64).abs().max()), float((iou32 - iou64).abs().max())
+    assert err_ours <= 4 * err_off + 1e-5, (err_ours, err_off)
 
 
 def test_full_size_grid(models):

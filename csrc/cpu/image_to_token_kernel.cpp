@@ -123,9 +123,17 @@ void run_tile(const ImageToTokenArgs& a, const Packed& pk, int64_t b, int64_t n0
 
 }  // namespace
 
-void image_to_token_cpu(const ImageToTokenArgs& a) {
-  if (a.B == 0 || a.N == 0 || a.C == 0) return;
+struct ImageToTokenRows::Impl {
+  ImageToTokenArgs a;
   Packed pk;
+  Isa isa;
+};
+
+ImageToTokenRows::ImageToTokenRows(const ImageToTokenArgs& a) : impl_(new Impl) {
+  Impl& m = *impl_;
+  m.a = a;
+  m.isa = pick_isa();
+  Packed& pk = m.pk;
   pk.HT = a.H * a.T;
   pk.HTp = round_up(std::max<int64_t>(pk.HT, 1), 8);
   pk.Cp = round_up(a.C, 8);
@@ -141,19 +149,30 @@ void image_to_token_cpu(const ImageToTokenArgs& a) {
       std::memcpy(pk.r.p + (b * pk.HT + j) * pk.Cp, a.r + (b * pk.HT + j) * a.C, a.C * sizeof(float));
   }
   std::memcpy(pk.ob.p, a.out_bias, a.C * sizeof(float));
-  const Isa isa = pick_isa();
+}
+
+ImageToTokenRows::~ImageToTokenRows() = default;
+
+void ImageToTokenRows::run(int64_t b, int64_t n0, int64_t n1) const {
+  const Impl& m = *impl_;
+  // per-thread scratch, sized for the largest call seen on this thread
+  thread_local TileBufs buf;
+  thread_local int64_t cap_q = 0, cap_s = 0, cap_o = 0;
+  const int64_t nq = kTile * m.a.Cq, ns = kTile * m.pk.HTp, no = kTile * m.pk.Cp;
+  if (m.a.q_add && nq > cap_q) buf.q.alloc(cap_q = nq);
+  if (ns > cap_s) buf.s.alloc(cap_s = ns);
+  if (no > cap_o) buf.o.alloc(cap_o = no);
+  for (int64_t t = n0; t < n1; t += kTile) run_tile(m.a, m.pk, b, t, std::min(kTile, n1 - t), buf, m.isa);
+}
+
+void image_to_token_cpu(const ImageToTokenArgs& a) {
+  if (a.B == 0 || a.N == 0 || a.C == 0) return;
+  const ImageToTokenRows rows(a);
   const int64_t ntile = (a.N + kTile - 1) / kTile, total = a.B * ntile;
-#pragma omp parallel
-  {
-    TileBufs buf;
-    if (a.q_add) buf.q.alloc(kTile * a.Cq);
-    buf.s.alloc(kTile * pk.HTp);
-    buf.o.alloc(kTile * pk.Cp);
-#pragma omp for schedule(static)
-    for (int64_t t = 0; t < total; ++t) {
-      const int64_t b = t / ntile, n0 = (t % ntile) * kTile;
-      run_tile(a, pk, b, n0, std::min(kTile, a.N - n0), buf, isa);
-    }
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < total; ++t) {
+    const int64_t b = t / ntile, n0 = (t % ntile) * kTile;
+    rows.run(b, n0, std::min(a.N, n0 + kTile));
   }
 }
 

@@ -6,6 +6,7 @@
 // Rows are processed in tiles, so the [B, N, HT] scores and [B, N, C] attention output never hit memory.
 #pragma once
 #include <cstdint>
+#include <memory>
 
 namespace samfast::cpu {
 
@@ -28,5 +29,19 @@ struct ImageToTokenArgs {
 // All pointers contiguous float32. OpenMP over (batch, row tiles); AVX-512F / AVX2+FMA GEMMs picked at
 // run time (SAMFAST_SIMD=avx2 caps at AVX2, =baseline forces the portable path).
 void image_to_token_cpu(const ImageToTokenArgs& a);
+
+// The same kernel, prepared once (u / cb / r repacked) and run on row ranges by the caller, e.g. fused
+// with a consumer of the rows it writes (token_to_image_cpu's `produce`). run() is thread-safe
+// (per-thread scratch); `a`'s pointers must outlive this object.
+class ImageToTokenRows {
+ public:
+  explicit ImageToTokenRows(const ImageToTokenArgs& a);
+  ~ImageToTokenRows();
+  void run(int64_t b, int64_t n0, int64_t n1) const;  // rows [n0, n1) of batch b
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 }  // namespace samfast::cpu
