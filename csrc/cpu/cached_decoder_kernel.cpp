@@ -228,77 +228,101 @@ void t2i_cached(const Ctx& c, const AttnP& a, const float* qt, int64_t T, const 
   linear(c, a.o, o, Di, R, out, c.C);
 }
 
-// Token->image attention with the k / v projections folded into the token side (fast_decoder._t2i):
-// u[b, h*T + t] = Wk_h^T q_h[b, t] / sqrt(dh); z = token_to_image_cpu(u, x, pe); out = o_proj(Wv_h z + bv).
-void t2i_folded(const Ctx& c, const AttnP& a, const float* qt, int64_t T, const float* x, int64_t Bx,
-                const float* pe, int64_t N, float* out, float* qh /* [B*T, Di] */, float* o /* [B*T, Di] */,
-                AlignedFloats& u, AlignedFloats& z) {
-  const int64_t B = c.B, C = c.C, H = c.H, Di = c.Di, dh = Di / H, R = B * T;
-  linear(c, a.q, qt, C, R, qh, Di);
+// Token->image attention with the k / v projections folded into the token side (fast_decoder._t2i), in three
+// steps so the image-sized middle one can be fused with the kernel that writes x:
+//   t2i_fold:   u[b, h*T + t] = Wk_h^T q_h[b, t] / sqrt(dh)     (q_h = q_proj(qt))
+//   t2i_attend: z = token_to_image_cpu(u, x, pe)               (keys x + pe, values x)
+//   t2i_unfold: out = o_proj(Wv_h z + bv)
+struct T2iBufs {
+  float* qh;  // [B*T, Di]
+  float* o;   // [B*T, Di]
+  AlignedFloats& u;
+  AlignedFloats& z;
+};
+
+void t2i_fold(const Ctx& c, const AttnP& a, const float* qt, int64_t T, T2iBufs& w) {
+  const int64_t B = c.B, C = c.C, H = c.H, Di = c.Di, dh = Di / H;
+  linear(c, a.q, qt, C, B * T, w.qh, Di);
   const float scale = 1.f / std::sqrt(static_cast<float>(dh));
-  std::fill(u.p, u.p + B * H * T * C, 0.f);
+  std::fill(w.u.p, w.u.p + B * H * T * C, 0.f);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
-      gemm(c.isa, qh + b * T * Di + h * dh, Di, T, dh, a.k.w + h * dh * C, C, C, u.p + (b * H + h) * T * C, C);
-  for (int64_t i = 0; i < B * H * T * C; ++i) u.p[i] *= scale;
-  TokenToImageArgs ta;
-  ta.B = B; ta.Bx = Bx; ta.Q = H * T; ta.N = N; ta.C = C;
-  ta.u = u.p; ta.x = x; ta.k_add = pe; ta.out = z.p;
-  token_to_image_cpu(ta);
-  for (int64_t r = 0; r < R; ++r) std::memcpy(o + r * Di, a.v.b, Di * sizeof(float));
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t h = 0; h < H; ++h)
-      gemm(c.isa, z.p + (b * H + h) * T * C, C, T, C, a.v.wt + h * dh, a.v.outp, dh, o + b * T * Di + h * dh, Di);
-  linear(c, a.o, o, Di, R, out, C);
+      gemm(c.isa, w.qh + b * T * Di + h * dh, Di, T, dh, a.k.w + h * dh * C, C, C, w.u.p + (b * H + h) * T * C, C);
+  for (int64_t i = 0; i < B * H * T * C; ++i) w.u.p[i] *= scale;
 }
 
-// Image->token attention + residual + norm4 (fast_decoder._i2t): x_out [B, N, C].
+void t2i_attend(const Ctx& c, int64_t T, const float* x, int64_t Bx, const float* pe, int64_t N, T2iBufs& w,
+                const RowProducer& produce = {}) {
+  TokenToImageArgs ta;
+  ta.B = c.B; ta.Bx = Bx; ta.Q = c.H * T; ta.N = N; ta.C = c.C;
+  ta.u = w.u.p; ta.x = x; ta.k_add = pe; ta.out = w.z.p;
+  token_to_image_cpu(ta, produce);
+}
+
+void t2i_unfold(const Ctx& c, const AttnP& a, int64_t T, T2iBufs& w, float* out /* [B*T, C] */) {
+  const int64_t B = c.B, C = c.C, H = c.H, Di = c.Di, dh = Di / H, R = B * T;
+  for (int64_t r = 0; r < R; ++r) std::memcpy(w.o + r * Di, a.v.b, Di * sizeof(float));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      gemm(c.isa, w.z.p + (b * H + h) * T * C, C, T, C, a.v.wt + h * dh, a.v.outp, dh, w.o + b * T * Di + h * dh,
+           Di);
+  linear(c, a.o, w.o, Di, R, out, C);
+}
+
+// Image->token attention + residual + norm4 (fast_decoder._i2t): the token-side operands u / cb / r for
+// image_to_token_cpu, which then writes x_out [B, N, C] (may be x itself when Bx == B).
 // cached: layer 0, q_proj(x + pe) precomputed as q0 [N, Di] (u block diagonal over heads, cb = 0).
-void i2t(const Ctx& c, const AttnP& a, const Slot& norm, const float* x, int64_t Bx, const float* pe,
-         const float* q0, int64_t N, const float* k_tok, const float* v_tok, int64_t T, float* x_out,
-         float* kh /* [B*T, Di] */, float* vh /* [B*T, Di] */, AlignedFloats& ut, AlignedFloats& u,
-         AlignedFloats& cb, AlignedFloats& r) {
+struct I2tBufs {
+  float* kh;  // [B*T, Di]
+  float* vh;  // [B*T, Di]
+  AlignedFloats &ut, &u, &cb, &r;
+};
+
+ImageToTokenArgs i2t_prepare(const Ctx& c, const AttnP& a, const Slot& norm, const float* x, int64_t Bx,
+                             const float* pe, const float* q0, int64_t N, const float* k_tok, const float* v_tok,
+                             int64_t T, float* x_out, I2tBufs& w) {
   const int64_t B = c.B, C = c.C, H = c.H, Di = c.Di, dh = Di / H, R = B * T, HT = H * T;
   const float scale = 1.f / std::sqrt(static_cast<float>(dh));
+  float *kh = w.kh, *vh = w.vh;
   linear(c, a.k, k_tok, C, R, kh, Di);
   linear(c, a.v, v_tok, C, R, vh, Di);
   const int64_t Cq = q0 ? Di : C;
-  std::fill(u.p, u.p + B * Cq * HT, 0.f);
-  std::fill(cb.p, cb.p + B * HT, 0.f);
+  std::fill(w.u.p, w.u.p + B * Cq * HT, 0.f);
+  std::fill(w.cb.p, w.cb.p + B * HT, 0.f);
   if (q0) {  // u[b, h*dh + d, t*H + h] = kh[b, t, h*dh + d] / sqrt(dh)
     for (int64_t b = 0; b < B; ++b)
       for (int64_t t = 0; t < T; ++t)
         for (int64_t h = 0; h < H; ++h)
           for (int64_t d = 0; d < dh; ++d)
-            u.p[(b * Di + h * dh + d) * HT + t * H + h] = kh[(b * T + t) * Di + h * dh + d] * scale;
+            w.u.p[(b * Di + h * dh + d) * HT + t * H + h] = kh[(b * T + t) * Di + h * dh + d] * scale;
   } else {  // ut[b, t*H + h] = Wq_h^T kh[b, t, h]; u = ut^T / sqrt(dh); cb = bq_h . kh / sqrt(dh)
-    std::fill(ut.p, ut.p + B * HT * C, 0.f);
+    std::fill(w.ut.p, w.ut.p + B * HT * C, 0.f);
     for (int64_t b = 0; b < B; ++b)
       for (int64_t h = 0; h < H; ++h)
-        gemm(c.isa, kh + b * T * Di + h * dh, Di, T, dh, a.q.w + h * dh * C, C, C, ut.p + (b * HT + h) * C, H * C);
+        gemm(c.isa, kh + b * T * Di + h * dh, Di, T, dh, a.q.w + h * dh * C, C, C, w.ut.p + (b * HT + h) * C, H * C);
     for (int64_t b = 0; b < B; ++b)
       for (int64_t j = 0; j < HT; ++j)
-        for (int64_t k = 0; k < C; ++k) u.p[(b * C + k) * HT + j] = ut.p[(b * HT + j) * C + k] * scale;
+        for (int64_t k = 0; k < C; ++k) w.u.p[(b * C + k) * HT + j] = w.ut.p[(b * HT + j) * C + k] * scale;
     for (int64_t b = 0; b < B; ++b)
       for (int64_t t = 0; t < T; ++t)
         for (int64_t h = 0; h < H; ++h) {
           float acc = 0.f;
           for (int64_t d = 0; d < dh; ++d) acc += a.q.b[h * dh + d] * kh[(b * T + t) * Di + h * dh + d];
-          cb.p[b * HT + t * H + h] = acc * scale;
+          w.cb.p[b * HT + t * H + h] = acc * scale;
         }
   }
   // r[b, t*H + h] = Wo_h vh[b, t, h]
-  std::fill(r.p, r.p + B * HT * C, 0.f);
+  std::fill(w.r.p, w.r.p + B * HT * C, 0.f);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
       gemm(c.isa, vh + b * T * Di + h * dh, Di, T, dh, a.o.wt + h * dh * a.o.outp, a.o.outp, C,
-           r.p + (b * HT + h) * C, H * C);
+           w.r.p + (b * HT + h) * C, H * C);
   ImageToTokenArgs ia;
   ia.B = B; ia.Bq = q0 ? 1 : Bx; ia.Bx = Bx; ia.N = N; ia.Cq = Cq; ia.C = C; ia.H = H; ia.T = T;
   ia.q_in = q0 ? q0 : x; ia.q_add = q0 ? nullptr : pe;
-  ia.u = u.p; ia.cb = cb.p; ia.r = r.p; ia.out_bias = a.o.b; ia.residual = x;
+  ia.u = w.u.p; ia.cb = w.cb.p; ia.r = w.r.p; ia.out_bias = a.o.b; ia.residual = x;
   ia.ln_w = norm.w; ia.ln_b = norm.b; ia.out = x_out; ia.eps = c.eps;
-  image_to_token_cpu(ia);
+  return ia;
 }
 
 // Three-layer ReLU MLP (IoU head, hypernetworks) on `rows` rows of stride ldx -> y [rows, ldy].
@@ -364,7 +388,7 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   const int64_t B = a.B, T = a.T, C = d.C, Di = d.Di, N = a.h * a.w, R = B * T, H = d.H;
   const int64_t K = a.multimask ? d.M - 1 : 1, Tu = 1 + K;
   const int64_t Tmax = std::max(T, Tu);
-  AlignedFloats q, tmp, scratch, hid, qh, o, u, z, ut, cb, r, xb;
+  AlignedFloats q, tmp, scratch, hid, qh, o, u, z, kh_buf, vh_buf, xb;
   q.alloc(R * C, false);
   tmp.alloc(R * C, false);
   scratch.alloc(4 * R * C, false);
@@ -373,44 +397,54 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   o.alloc(R * Di, false);
   u.alloc(B * H * Tmax * C, false);
   z.alloc(B * H * Tmax * C, false);
-  ut.alloc(B * H * T * C, false);
-  cb.alloc(B * H * T, false);
-  r.alloc(B * H * T * C, false);
+  kh_buf.alloc(R * Di, false);
+  vh_buf.alloc(R * Di, false);
   xb.alloc(B * N * C, false);  // layer 0's image-token output, then layer 1's in place
   const float* P = a.tokens;  // token positional encoding = the initial tokens
   std::memcpy(q.p, a.tokens, R * C * sizeof(float));
+  float* qpe = hid.p;
   float* qt = scratch.p + 3 * R * C;  // shares the self-attention's last scratch slot (not live across)
-  const float* x = a.x0;
-  int64_t Bx = 1;
-  for (int l = 0; l < 2; ++l) {
-    const LayerP& L = p.layers[l];
-    if (l == 0) {  // skip_first_layer_pe: queries = self_attn(queries, queries, queries), no residual
-      self_attention(c, L.self_attn, q.p, q.p, q.p, T, tmp.p, scratch.p);
-      std::memcpy(q.p, tmp.p, R * C * sizeof(float));
-      add_norm(c, q.p, nullptr, R, L.n1);
-    } else {
-      float* qpe = hid.p;
-      add(q.p, P, qpe, R * C);
-      self_attention(c, L.self_attn, qpe, qpe, q.p, T, tmp.p, scratch.p);
-      add_norm(c, q.p, tmp.p, R, L.n1);
-    }
-    float* qpe = hid.p;
-    add(q.p, P, qpe, R * C);
-    if (l == 0)
-      t2i_cached(c, L.t2i, qpe, T, a.k0, a.v0, N, tmp.p, qh.p, o.p);
-    else
-      t2i_folded(c, L.t2i, qpe, T, x, Bx, a.pe, N, tmp.p, qh.p, o.p, u, z);
-    add_norm(c, q.p, tmp.p, R, L.n2);
-    linear(c, L.mlp1, q.p, C, R, hid.p, d.Mlp, true);
-    linear(c, L.mlp2, hid.p, d.Mlp, R, tmp.p, C);
-    add_norm(c, q.p, tmp.p, R, L.n3);
-    add(q.p, P, qt, R * C);
-    // in place on layer 1: image_to_token_cpu reads a tile's rows of x before writing them
-    i2t(c, L.i2t, L.n4, x, Bx, a.pe, l == 0 ? a.q0 : nullptr, N, qt, q.p, T, xb.p, qh.p, o.p, ut, u, cb, r);
-    x = xb.p;
-    Bx = B;
-  }
-  // final token->image attention for the used tokens only: IoU token + the requested mask tokens
+  T2iBufs tw{qh.p, o.p, u, z};
+  AlignedFloats u_i, ut_i, cb_i, r_i;  // image->token operands: live while its fused pass runs
+  u_i.alloc(B * C * H * T, false);
+  ut_i.alloc(B * H * T * C, false);
+  cb_i.alloc(B * H * T, false);
+  r_i.alloc(B * H * T * C, false);
+  I2tBufs iw{kh_buf.p, vh_buf.p, ut_i, u_i, cb_i, r_i};
+  // The image side changes only in the image->token steps. Their outputs are consumed by the next
+  // token->image attention, whose queries do not depend on them, so each image->token pass runs fused into
+  // the next token->image pass (rows produced right before they are read): layer 0's into layer 1's,
+  // layer 1's (in place) into the final one.
+  // ---- layer 0 (skip_first_layer_pe: queries = self_attn(q, q, q), no residual; cached image side)
+  const LayerP& L0 = p.layers[0];
+  self_attention(c, L0.self_attn, q.p, q.p, q.p, T, tmp.p, scratch.p);
+  std::memcpy(q.p, tmp.p, R * C * sizeof(float));
+  add_norm(c, q.p, nullptr, R, L0.n1);
+  add(q.p, P, qpe, R * C);
+  t2i_cached(c, L0.t2i, qpe, T, a.k0, a.v0, N, tmp.p, qh.p, o.p);
+  add_norm(c, q.p, tmp.p, R, L0.n2);
+  linear(c, L0.mlp1, q.p, C, R, hid.p, d.Mlp, true);
+  linear(c, L0.mlp2, hid.p, d.Mlp, R, tmp.p, C);
+  add_norm(c, q.p, tmp.p, R, L0.n3);
+  add(q.p, P, qt, R * C);
+  const ImageToTokenRows i2t0(i2t_prepare(c, L0.i2t, L0.n4, a.x0, 1, a.pe, a.q0, N, qt, q.p, T, xb.p, iw));
+  // ---- layer 1
+  const LayerP& L1 = p.layers[1];
+  add(q.p, P, qpe, R * C);
+  self_attention(c, L1.self_attn, qpe, qpe, q.p, T, tmp.p, scratch.p);
+  add_norm(c, q.p, tmp.p, R, L1.n1);
+  add(q.p, P, qpe, R * C);
+  t2i_fold(c, L1.t2i, qpe, T, tw);
+  t2i_attend(c, T, xb.p, B, a.pe, N, tw, [&](int64_t b, int64_t n0, int64_t n1) { i2t0.run(b, n0, n1); });
+  t2i_unfold(c, L1.t2i, T, tw, tmp.p);
+  add_norm(c, q.p, tmp.p, R, L1.n2);
+  linear(c, L1.mlp1, q.p, C, R, hid.p, d.Mlp, true);
+  linear(c, L1.mlp2, hid.p, d.Mlp, R, tmp.p, C);
+  add_norm(c, q.p, tmp.p, R, L1.n3);
+  add(q.p, P, qt, R * C);
+  // in place: image_to_token reads a tile's rows of x before writing them
+  const ImageToTokenRows i2t1(i2t_prepare(c, L1.i2t, L1.n4, xb.p, B, a.pe, nullptr, N, qt, q.p, T, xb.p, iw));
+  // ---- final token->image attention, only for the tokens read afterwards: IoU + requested mask tokens
   const int64_t Ru = B * Tu;
   float* qu = scratch.p;          // [B*Tu, C]
   float* tu = scratch.p + R * C;  // [B*Tu, C] queries + pe
@@ -420,7 +454,10 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
       std::memcpy(qu + (b * Tu + i) * C, q.p + (b * T + t) * C, C * sizeof(float));
       add(q.p + (b * T + t) * C, P + (b * T + t) * C, tu + (b * Tu + i) * C, C);
     }
-  t2i_folded(c, p.final_attn, tu, Tu, x, B, a.pe, N, tmp.p, qh.p, o.p, u, z);
+  t2i_fold(c, p.final_attn, tu, Tu, tw);
+  t2i_attend(c, Tu, xb.p, B, a.pe, N, tw, [&](int64_t b, int64_t n0, int64_t n1) { i2t1.run(b, n0, n1); });
+  t2i_unfold(c, p.final_attn, Tu, tw, tmp.p);
+  const float* x = xb.p;
   add_norm(c, qu, tmp.p, Ru, p.nf);
   // IoU head on token 0 of each prompt
   const int64_t Mp = round_up(d.M, 8);

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <stdexcept>
 #include <vector>
 
 #include "cpu/cpu_features.h"
@@ -23,7 +24,7 @@ namespace {
 
 using namespace small_gemm;
 
-constexpr int64_t kKeys = 64;  // image tokens per tile (multiple of 8)
+constexpr int64_t kKeys = 72;  // image tokens per tile (multiple of 8; 3 image->token tiles when fused)
 
 struct TaskBufs {
   AlignedFloats kb;   // [kKeys, Cp] keys tile x + k_add (zero padded columns)
@@ -36,9 +37,9 @@ struct TaskBufs {
 // Scores are formed transposed (S^T = K @ U^T), so the softmax statistics run along contiguous rows and
 // the PV product reads P through the transposed-A GEMM: no per-tile transposes.
 // Compiled once per ISA (thin wrappers below) so the bookkeeping loops auto-vectorize at that width.
-SAMFAST_FLATTEN_BODY void run_range_body(const TokenToImageArgs& a, const float* UT, int64_t Cp, int64_t Qp,
-                                         int64_t b, int64_t k0, int64_t k1, float* m, float* l, float* acc,
-                                         TaskBufs& buf, Isa isa) {
+SAMFAST_FLATTEN_BODY void run_range_body(const TokenToImageArgs& a, const RowProducer& produce, const float* UT,
+                                         int64_t Cp, int64_t Qp, int64_t b, int64_t k0, int64_t k1, float* m,
+                                         float* l, float* acc, TaskBufs& buf, Isa isa) {
   const int64_t Q = a.Q, C = a.C;
   const float* X = a.x + (a.Bx == 1 ? 0 : b) * a.N * C;
   const float neg_inf = -std::numeric_limits<float>::infinity();
@@ -49,6 +50,7 @@ SAMFAST_FLATTEN_BODY void run_range_body(const TokenToImageArgs& a, const float*
   float* corr = buf.corr.p;
   for (int64_t n0 = k0; n0 < k1; n0 += kKeys) {
     const int64_t kk = std::min(kKeys, k1 - n0);
+    if (produce) produce(b, n0, n0 + kk);  // the rows are written just before they are read
     const float* xs = X + n0 * C;
     // values: x rows in place when they need no padding
     const float* V = xs;
@@ -107,34 +109,37 @@ SAMFAST_FLATTEN_BODY void run_range_body(const TokenToImageArgs& a, const float*
   }
 }
 
-void run_range_base(const TokenToImageArgs& a, const float* UT, int64_t Cp, int64_t Qp, int64_t b, int64_t k0,
-                    int64_t k1, float* m, float* l, float* acc, TaskBufs& buf) {
-  run_range_body(a, UT, Cp, Qp, b, k0, k1, m, l, acc, buf, Isa::Base);
+void run_range_base(const TokenToImageArgs& a, const RowProducer& pr, const float* UT, int64_t Cp, int64_t Qp,
+                    int64_t b, int64_t k0, int64_t k1, float* m, float* l, float* acc, TaskBufs& buf) {
+  run_range_body(a, pr, UT, Cp, Qp, b, k0, k1, m, l, acc, buf, Isa::Base);
 }
 #if SAMFAST_X86
-SAMFAST_AVX2 void run_range_avx2(const TokenToImageArgs& a, const float* UT, int64_t Cp, int64_t Qp, int64_t b,
-                                 int64_t k0, int64_t k1, float* m, float* l, float* acc, TaskBufs& buf) {
-  run_range_body(a, UT, Cp, Qp, b, k0, k1, m, l, acc, buf, Isa::Avx2);
+SAMFAST_AVX2 void run_range_avx2(const TokenToImageArgs& a, const RowProducer& pr, const float* UT, int64_t Cp,
+                                 int64_t Qp, int64_t b, int64_t k0, int64_t k1, float* m, float* l, float* acc,
+                                 TaskBufs& buf) {
+  run_range_body(a, pr, UT, Cp, Qp, b, k0, k1, m, l, acc, buf, Isa::Avx2);
 }
-SAMFAST_AVX512 void run_range_avx512(const TokenToImageArgs& a, const float* UT, int64_t Cp, int64_t Qp,
-                                     int64_t b, int64_t k0, int64_t k1, float* m, float* l, float* acc,
+SAMFAST_AVX512 void run_range_avx512(const TokenToImageArgs& a, const RowProducer& pr, const float* UT, int64_t Cp,
+                                     int64_t Qp, int64_t b, int64_t k0, int64_t k1, float* m, float* l, float* acc,
                                      TaskBufs& buf) {
-  run_range_body(a, UT, Cp, Qp, b, k0, k1, m, l, acc, buf, Isa::Avx512);
+  run_range_body(a, pr, UT, Cp, Qp, b, k0, k1, m, l, acc, buf, Isa::Avx512);
 }
 #endif
 
-void run_range(const TokenToImageArgs& a, const float* UT, int64_t Cp, int64_t Qp, int64_t b, int64_t k0,
-               int64_t k1, float* m, float* l, float* acc, TaskBufs& buf, Isa isa) {
+void run_range(const TokenToImageArgs& a, const RowProducer& pr, const float* UT, int64_t Cp, int64_t Qp,
+               int64_t b, int64_t k0, int64_t k1, float* m, float* l, float* acc, TaskBufs& buf, Isa isa) {
 #if SAMFAST_X86
-  if (isa == Isa::Avx512) return run_range_avx512(a, UT, Cp, Qp, b, k0, k1, m, l, acc, buf);
-  if (isa == Isa::Avx2) return run_range_avx2(a, UT, Cp, Qp, b, k0, k1, m, l, acc, buf);
+  if (isa == Isa::Avx512) return run_range_avx512(a, pr, UT, Cp, Qp, b, k0, k1, m, l, acc, buf);
+  if (isa == Isa::Avx2) return run_range_avx2(a, pr, UT, Cp, Qp, b, k0, k1, m, l, acc, buf);
 #endif
-  run_range_base(a, UT, Cp, Qp, b, k0, k1, m, l, acc, buf);
+  run_range_base(a, pr, UT, Cp, Qp, b, k0, k1, m, l, acc, buf);
 }
 
 }  // namespace
 
-void token_to_image_cpu(const TokenToImageArgs& a) {
+void token_to_image_cpu(const TokenToImageArgs& a, const RowProducer& produce) {
+  if (produce && a.Bx != a.B)
+    throw std::invalid_argument("token_to_image_cpu: a row producer needs per-batch image tokens (Bx == B)");
   if (a.B == 0 || a.Q == 0 || a.C == 0) return;
   const int64_t Q = a.Q, C = a.C, Cp = round_up(C, 8), Qp = round_up(Q, 8);
   const int64_t ntiles = (a.N + kKeys - 1) / kKeys;
@@ -144,7 +149,9 @@ void token_to_image_cpu(const TokenToImageArgs& a) {
   const int64_t threads = 1;
 #endif
   // Enough tasks for every thread (x2 for balance) when the batch alone does not provide them.
-  const int64_t nsplit = std::clamp<int64_t>((2 * threads + a.B - 1) / a.B, 1, ntiles);
+  // (x8 with a producer: its share of the work makes tasks coarse, so balance needs more of them)
+  const int64_t per_thread = produce ? 8 : 2;
+  const int64_t nsplit = std::clamp<int64_t>((per_thread * threads + a.B - 1) / a.B, 1, ntiles);
   const int64_t tiles_per = (ntiles + nsplit - 1) / nsplit;
 
   AlignedFloats UT, M, L, Acc;
@@ -169,7 +176,8 @@ void token_to_image_cpu(const TokenToImageArgs& a) {
     for (int64_t t = 0; t < tasks; ++t) {
       const int64_t b = t / nsplit, sp = t % nsplit;
       const int64_t k0 = std::min(a.N, sp * tiles_per * kKeys), k1 = std::min(a.N, (sp + 1) * tiles_per * kKeys);
-      run_range(a, UT.p + b * Cp * Qp, Cp, Qp, b, k0, k1, M.p + t * Qp, L.p + t * Qp, Acc.p + t * Q * Cp, buf, isa);
+      run_range(a, produce, UT.p + b * Cp * Qp, Cp, Qp, b, k0, k1, M.p + t * Qp, L.p + t * Qp, Acc.p + t * Q * Cp,
+                buf, isa);
     }
     // merge the key ranges of each (batch, query row)
 #pragma omp for schedule(static)

@@ -5,6 +5,7 @@
 // then merged), so neither the [B, Q, N] scores nor x + k_add are ever written to memory.
 #pragma once
 #include <cstdint>
+#include <functional>
 
 namespace samfast::cpu {
 
@@ -18,6 +19,11 @@ struct TokenToImageArgs {
 
 // All pointers contiguous float32; N > 0. OpenMP over (batch, key ranges); AVX-512F / AVX2+FMA GEMMs
 // picked at run time (SAMFAST_SIMD=avx2 caps at AVX2, =baseline forces the portable path).
-void token_to_image_cpu(const TokenToImageArgs& a);
+//
+// produce (optional): called as produce(b, n0, n1) from the worker threads right before rows [n0, n1) of
+// batch b of x are read, each row exactly once; lets a kernel that writes x run fused with this one
+// (rows still in cache when they are consumed). Requires Bx == B.
+using RowProducer = std::function<void(int64_t b, int64_t n0, int64_t n1)>;
+void token_to_image_cpu(const TokenToImageArgs& a, const RowProducer& produce = {});
 
 }  // namespace samfast::cpu
