@@ -100,8 +100,9 @@ def test_opcheck(models):
     _, ours = models
     args = _op_args(ours, B=2)
     tokens, x0, pe, k0, v0, q0, packed, dims, (h, w) = args
-    torch.library.opcheck(torch.ops.samfast.cached_mask_decoder.default,
-                          (tokens, x0, pe, k0, v0, q0, packed, dims, h, w, True, 1e-5, 1e-6))
+    for x_dense in (None, torch.randn(2, x0.shape[1], 256)):
+        torch.library.opcheck(torch.ops.samfast.cached_mask_decoder.default,
+                              (tokens, x0, pe, k0, v0, q0, x_dense, packed, dims, h, w, True, 1e-5, 1e-6))
 
 
 def test_bad_inputs(models):
@@ -128,6 +129,10 @@ def test_bad_inputs(models):
         call(tokens=tokens.double())
     with pytest.raises(ValueError, match="dims"):
         call(dims=dims[:-1])
+    with pytest.raises(ValueError, match="x_dense"):
+        call(x_dense=torch.randn(2, x0.shape[1], 256))  # batch differs from tokens'
+    with pytest.raises(TypeError, match="x_dense"):
+        call(x_dense=x0.double())
     with pytest.raises(ValueError, match="unsupported dims"):
         _C.cached_decoder_param_entries([252] + dims[1:])
     with pytest.raises(RuntimeError, match="kernels backend"), ops.backend("reference"):
@@ -190,3 +195,27 @@ def test_weight_change_is_picked_up(models):
     after, expect = ps.predict(**kw)[2], po.predict(**kw)[2]
     assert rel_err(after, expect) < 1e-4
     assert rel_err(after, before) > 1e-2
+
+
+@pytest.mark.parametrize("multimask", [True, False])
+def test_mask_prompt(models, simd, multimask):
+    """A mask prompt (dense embedding) runs the C++ path with layer 0 on embedding + dense, no cache."""
+    official, ours = models
+    g = torch.Generator().manual_seed(21)
+    emb = torch.randn(1, 256, 16, 16, generator=g)
+    pts, lbl, _ = _prompts("points", 2, g)
+    mask_in = torch.randn(2, 1, 64, 64, generator=g) * 3
+    fd = FastMaskDecoder(ours)
+    cache = fd.prepare(emb)
+    sparse, dense = ours.prompt_encoder(points=(pts, lbl), boxes=None, masks=mask_in)
+    low, iou = fd(cache, sparse, dense, multimask)
+    fd.whole_decoder_kernel = False
+    low_py, iou_py = fd(cache, sparse, dense, multimask)
+    with torch.no_grad():
+        sp, de = official.prompt_encoder(points=(pts, lbl), boxes=None, masks=mask_in)
+        low32, iou32 = official.mask_decoder(emb, official.prompt_encoder.get_dense_pe(), sp, de, multimask)
+    assert rel_err(low, low_py) < 1e-5 and rel_err(iou, iou_py) < 1e-5
+    assert rel_err(low, low32) < 1e-4 and float((iou - iou32).abs().max()) < 1e-4
+    # and it differs from the same prompt without the mask (the dense input is used)
+    low_nomask, _ = FastMaskDecoder(ours)(cache, sparse, None, multimask)
+    assert rel_err(low, low_nomask) > 1e-2

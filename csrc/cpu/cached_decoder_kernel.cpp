@@ -1,4 +1,4 @@
-// Whole mask-decoder forward for mask-free prompts on a cached image (see cached_decoder_kernel.h).
+// Whole mask-decoder forward on a cached image (see cached_decoder_kernel.h).
 // Token-side rows are r = b * T + t ([B * T, C] row-major); per-head slices of a [rows, Di] projection
 // are columns h * dh .. h * dh + dh. Image-sized work goes to the existing fused kernels.
 #include "cpu/cached_decoder_kernel.h"
@@ -421,13 +421,21 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   std::memcpy(q.p, tmp.p, R * C * sizeof(float));
   add_norm(c, q.p, nullptr, R, L0.n1);
   add(q.p, P, qpe, R * C);
-  t2i_cached(c, L0.t2i, qpe, T, a.k0, a.v0, N, tmp.p, qh.p, o.p);
+  if (a.x_dense) {  // mask prompt: the image side differs per prompt, no layer-0 cache
+    t2i_fold(c, L0.t2i, qpe, T, tw);
+    t2i_attend(c, T, a.x_dense, B, a.pe, N, tw);
+    t2i_unfold(c, L0.t2i, T, tw, tmp.p);
+  } else {
+    t2i_cached(c, L0.t2i, qpe, T, a.k0, a.v0, N, tmp.p, qh.p, o.p);
+  }
   add_norm(c, q.p, tmp.p, R, L0.n2);
   linear(c, L0.mlp1, q.p, C, R, hid.p, d.Mlp, true);
   linear(c, L0.mlp2, hid.p, d.Mlp, R, tmp.p, C);
   add_norm(c, q.p, tmp.p, R, L0.n3);
   add(q.p, P, qt, R * C);
-  const ImageToTokenRows i2t0(i2t_prepare(c, L0.i2t, L0.n4, a.x0, 1, a.pe, a.q0, N, qt, q.p, T, xb.p, iw));
+  const ImageToTokenRows i2t0(a.x_dense ? i2t_prepare(c, L0.i2t, L0.n4, a.x_dense, B, a.pe, nullptr, N, qt, q.p, T,
+                                                    xb.p, iw)
+                                        : i2t_prepare(c, L0.i2t, L0.n4, a.x0, 1, a.pe, a.q0, N, qt, q.p, T, xb.p, iw));
   // ---- layer 1
   const LayerP& L1 = p.layers[1];
   add(q.p, P, qpe, R * C);

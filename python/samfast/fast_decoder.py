@@ -17,9 +17,9 @@ scores, no x + pe tensor), `ops.image_to_token_attention` (+ residual + LayerNor
 tile), and `ops.mask_head` (upscaling + hypernetwork dot). The final token->image attention runs only
 for the tokens read afterwards (IoU token + the requested mask tokens).
 
-On the CPU in float32, mask-free prompts run all of this in one C++ call (`ops.cached_mask_decoder`,
-same math, no Python between the ~200 small token-side ops); `whole_decoder_kernel = False` keeps the
-op-by-op path below.
+On the CPU in float32, all of this runs in one C++ call (`ops.cached_mask_decoder`: same math, no Python
+between the ~200 small token-side ops; a mask prompt passes image embedding + dense embedding, and layer
+0 then runs without the cache); `whole_decoder_kernel = False` keeps the op-by-op path below.
 """
 from __future__ import annotations
 
@@ -154,10 +154,6 @@ class FastMaskDecoder:
         B = sparse.shape[0]
         out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
         tokens = torch.cat([out_tokens.unsqueeze(0).expand(B, -1, -1), sparse], dim=1)  # [B, T, C]
-        if dense is None and cache.packed is not None and self._whole_kernel_ok(cache):
-            return ops.cached_mask_decoder(tokens, cache.x0, cache.pe, cache.k0, cache.v0, cache.q0, cache.packed,
-                                           self._dims, cache.hw, multimask_output, self.tr.norm_final_attn.eps,
-                                           dec.output_upscaling[1].eps)
         pe = cache.pe
         if dense is None:
             x = cache.x0  # [1, N, C], shared by the batch
@@ -165,6 +161,10 @@ class FastMaskDecoder:
         else:
             x = cache.features.to(dt).flatten(2).transpose(1, 2) + dense.to(dt).flatten(2).transpose(1, 2)
             cached = False
+        if cache.packed is not None and self._whole_kernel_ok(cache):
+            return ops.cached_mask_decoder(tokens, cache.x0, cache.pe, cache.k0, cache.v0, cache.q0, cache.packed,
+                                           self._dims, cache.hw, multimask_output, self.tr.norm_final_attn.eps,
+                                           dec.output_upscaling[1].eps, x_dense=None if cached else x)
         queries = tokens
         for i, layer in enumerate(tr.layers):
             # self-attention on tokens
