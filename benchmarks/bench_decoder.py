@@ -158,15 +158,17 @@ def main(argv=None) -> dict:
             print(f"onnxruntime skipped: {e}")
     emb_np = po.features.numpy()
 
-    def ort_run(coords, labels, sess=None):
+    def ort_run(coords, labels, sess=None, mask=None):
         c = po.transform.apply_coords(coords, (H, W))[None].astype(np.float32)
         return (sess or ort_sess).run(None, {
             "image_embeddings": emb_np, "point_coords": c, "point_labels": labels[None].astype(np.float32),
-            "mask_input": np.zeros((1, 1, 256, 256), np.float32), "has_mask_input": np.zeros(1, np.float32),
+            "mask_input": mask[None] if mask is not None else np.zeros((1, 1, 256, 256), np.float32),
+            "has_mask_input": np.ones(1, np.float32) if mask is not None else np.zeros(1, np.float32),
             "orig_im_size": np.array([H, W], np.float32)})
 
     point = dict(point_coords=np.array([[W * 0.4, H * 0.6]]), point_labels=np.array([1]))
     box = np.array([W * 0.2, H * 0.2, W * 0.7, H * 0.8])
+    prev_mask = rng.normal(size=(1, 256, 256)).astype(np.float32)  # a previous low-res prediction
     n = args.repeats
     for name, kw, ort_in in [
         ("1 point, multimask", dict(**point, multimask_output=True),
@@ -174,12 +176,15 @@ def main(argv=None) -> dict:
         ("1 point, single mask", dict(**point, multimask_output=False), None),
         ("box, single mask", dict(box=box, multimask_output=False),
          (box.reshape(2, 2), np.array([2, 3]))),
+        ("1 point + mask, single mask", dict(**point, mask_input=prev_mask, multimask_output=False),
+         (np.array([[W * 0.4, H * 0.6], [0, 0]]), np.array([1, -1]), prev_mask)),
     ]:
         ms = dict(official=timeit(lambda: po.predict(**kw), n), samfast=timeit(lambda: ps.predict(**kw), n))
         if ort_sess is not None and ort_in is not None:
-            ms["onnxruntime"] = timeit(lambda: ort_run(*ort_in), n)
+            oc, ol, om = (*ort_in, None)[:3]
+            ms["onnxruntime"] = timeit(lambda: ort_run(oc, ol, mask=om), n)
             if ort_ours is not None:
-                ms["samfast_onnx"] = timeit(lambda: ort_run(*ort_in, sess=ort_ours), n)
+                ms["samfast_onnx"] = timeit(lambda: ort_run(oc, ol, sess=ort_ours, mask=om), n)
         row(name, **ms)
 
     # the same prompt through the op-by-op fast decoder (Python between the kernels), for comparison
