@@ -2,8 +2,8 @@
 //   _C.cached_decoder_param_entries(dims) -> [(kind, name, out, in)]  the packed order (Python gathers by name)
 //   _C.cached_decoder_packed_numel(dims)
 //   _C.cached_decoder_pack_cpu(weights, dims, packed)      weights: 2 per entry (weight, bias), float32
-//   _C.cached_decoder_cpu(tokens, x0, pe, k0, v0, q0, x_dense, packed, dims, h, w, multimask, eps, eps2d,
-//                         masks, iou)   x_dense numel 0: mask-free prompts (layer 0 from the cache)
+//   _C.cached_decoder_cpu(tokens, x0, pe, k0, v0, q0, features, dense, packed, dims, h, w, multimask, eps, eps2d,
+//                         masks, iou)   dense numel 0: mask-free prompts (layer 0 from the cache)
 // dims = [C, heads, Di, mlp_dim, mask_tokens, iou_hidden, C1, C2].
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -75,14 +75,15 @@ void forward_op(const TensorRef& tokens,  // [B, T, C]
                 const TensorRef& k0,      // [H, Di/H, N]
                 const TensorRef& v0,      // [H, N, Di/H]
                 const TensorRef& q0,      // [N, Di]
-                const TensorRef& x_dense, // [B, N, C] or numel 0 (absent: mask-free prompts)
+                const TensorRef& features,  // [1, C, h, w]  image embedding (read with dense)
+                const TensorRef& dense,   // [B, C, h, w] or numel 0 (absent: mask-free prompts)
                 const TensorRef& packed,  // [packed_numel(dims)]
                 const std::vector<int64_t>& dims, int64_t h, int64_t w, bool multimask, double eps, double eps2d,
                 const TensorRef& masks,   // [B, K, 4h, 4w]
                 const TensorRef& iou) {   // [B, K]
   const std::pair<const TensorRef*, const char*> all[] = {
       {&tokens, "tokens"}, {&x0, "x0"}, {&pe, "pe"}, {&k0, "k0"}, {&v0, "v0"}, {&q0, "q0"},
-      {&x_dense, "x_dense"}, {&packed, "packed"}, {&masks, "masks"}, {&iou, "iou"}};
+      {&features, "features"}, {&dense, "dense"}, {&packed, "packed"}, {&masks, "masks"}, {&iou, "iou"}};
   for (auto& [t, name] : all) check_device(*t, name, /*want_cuda=*/false);
   cpu::CachedDecoderArgs a;
   a.d = parse_dims(dims);
@@ -101,8 +102,11 @@ void forward_op(const TensorRef& tokens,  // [B, T, C]
   check_tensor(k0, "k0", {H, Di / H, N}, kF32);
   check_tensor(v0, "v0", {H, N, Di / H}, kF32);
   check_tensor(q0, "q0", {N, Di}, kF32);
-  const bool dense = x_dense.numel() > 0;
-  if (dense) check_tensor(x_dense, "x_dense", {B, N, C}, kF32);
+  const bool has_dense = dense.numel() > 0;
+  if (has_dense) {
+    check_tensor(features, "features", {1, C, h, w}, kF32);
+    check_tensor(dense, "dense", {B, C, h, w}, kF32);
+  }
   check_tensor(packed, "packed", {cpu::decoder_packed_numel(a.d)}, kF32);
   const int64_t K = multimask ? a.d.M - 1 : 1;
   check_tensor(masks, "masks", {B, K, 4 * h, 4 * w}, kF32);
@@ -112,7 +116,8 @@ void forward_op(const TensorRef& tokens,  // [B, T, C]
   a.packed = packed.data<const float>(); a.tokens = tokens.data<const float>();
   a.x0 = x0.data<const float>(); a.pe = pe.data<const float>(); a.k0 = k0.data<const float>();
   a.v0 = v0.data<const float>(); a.q0 = q0.data<const float>();
-  a.x_dense = dense ? x_dense.data<const float>() : nullptr;
+  a.features = has_dense ? features.data<const float>() : nullptr;
+  a.dense = has_dense ? dense.data<const float>() : nullptr;
   a.masks = masks.data<float>(); a.iou = iou.data<float>();
   py::gil_scoped_release nogil;
   cpu::cached_decoder_cpu(a);
@@ -127,9 +132,9 @@ void bind(py::module_& m) {
   m.def("cached_decoder_pack_cpu", &pack_op, py::arg("weights"), py::arg("dims"), py::arg("packed"),
         "Pack the mask decoder's parameters (weight, bias per entry of cached_decoder_param_entries) into `packed`.");
   m.def("cached_decoder_cpu", &forward_op, py::arg("tokens"), py::arg("x0"), py::arg("pe"), py::arg("k0"),
-        py::arg("v0"), py::arg("q0"), py::arg("x_dense"), py::arg("packed"), py::arg("dims"), py::arg("h"), py::arg("w"),
+        py::arg("v0"), py::arg("q0"), py::arg("features"), py::arg("dense"), py::arg("packed"), py::arg("dims"), py::arg("h"), py::arg("w"),
         py::arg("multimask"), py::arg("eps"), py::arg("eps2d"), py::arg("masks"), py::arg("iou"),
-        "Whole SAM mask decoder on a cached image (float32 CPU; x_dense = embedding + mask prompt, or numel 0): writes low-res mask "
+        "Whole SAM mask decoder on a cached image (float32 CPU; dense = mask prompt embedding, or numel 0): writes low-res mask "
         "logits [B, K, 4h, 4w] and IoU predictions [B, K].");
 }
 

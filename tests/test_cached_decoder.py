@@ -100,9 +100,10 @@ def test_opcheck(models):
     _, ours = models
     args = _op_args(ours, B=2)
     tokens, x0, pe, k0, v0, q0, packed, dims, (h, w) = args
-    for x_dense in (None, torch.randn(2, x0.shape[1], 256)):
+    feats = torch.randn(1, 256, h, w)
+    for f, dense in ((None, None), (feats, torch.randn(2, 256, h, w))):
         torch.library.opcheck(torch.ops.samfast.cached_mask_decoder.default,
-                              (tokens, x0, pe, k0, v0, q0, x_dense, packed, dims, h, w, True, 1e-5, 1e-6))
+                              (tokens, x0, pe, k0, v0, q0, f, dense, packed, dims, h, w, True, 1e-5, 1e-6))
 
 
 def test_bad_inputs(models):
@@ -129,10 +130,15 @@ def test_bad_inputs(models):
         call(tokens=tokens.double())
     with pytest.raises(ValueError, match="dims"):
         call(dims=dims[:-1])
-    with pytest.raises(ValueError, match="x_dense"):
-        call(x_dense=torch.randn(2, x0.shape[1], 256))  # batch differs from tokens'
-    with pytest.raises(TypeError, match="x_dense"):
-        call(x_dense=x0.double())
+    feats = torch.randn(1, 256, *hw)
+    with pytest.raises(ValueError, match="dense"):
+        call(features=feats, dense=torch.randn(2, 256, *hw))  # batch differs from tokens'
+    with pytest.raises(ValueError, match="together"):
+        call(dense=torch.randn(1, 256, *hw))
+    with pytest.raises(ValueError, match="features"):
+        call(features=feats[:, :, :-1], dense=torch.randn(1, 256, *hw))
+    with pytest.raises(TypeError, match="dense"):
+        call(features=feats, dense=torch.randn(1, 256, *hw).double())
     with pytest.raises(ValueError, match="unsupported dims"):
         _C.cached_decoder_param_entries([252] + dims[1:])
     with pytest.raises(RuntimeError, match="kernels backend"), ops.backend("reference"):

@@ -400,6 +400,23 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   kh_buf.alloc(R * Di, false);
   vh_buf.alloc(R * Di, false);
   xb.alloc(B * N * C, false);  // layer 0's image-token output, then layer 1's in place
+  AlignedFloats xd;  // mask prompts: features + dense, token-major [B, N, C]
+  if (a.dense) {
+    xd.alloc(B * N * C, false);
+    constexpr int64_t kBlk = 16;  // transpose in 16 x 16 blocks
+    const int64_t nb = (N + kBlk - 1) / kBlk;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t i = 0; i < nb; ++i) {
+        const int64_t n0 = i * kBlk, n1 = std::min(N, n0 + kBlk);
+        for (int64_t c0 = 0; c0 < C; c0 += kBlk)
+          for (int64_t ch = c0; ch < std::min(C, c0 + kBlk); ++ch) {
+            const float* f = a.features + ch * N;
+            const float* dn = a.dense + (b * C + ch) * N;
+            for (int64_t n = n0; n < n1; ++n) xd.p[(b * N + n) * C + ch] = f[n] + dn[n];
+          }
+      }
+  }
   const float* P = a.tokens;  // token positional encoding = the initial tokens
   std::memcpy(q.p, a.tokens, R * C * sizeof(float));
   float* qpe = hid.p;
@@ -421,9 +438,9 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   std::memcpy(q.p, tmp.p, R * C * sizeof(float));
   add_norm(c, q.p, nullptr, R, L0.n1);
   add(q.p, P, qpe, R * C);
-  if (a.x_dense) {  // mask prompt: the image side differs per prompt, no layer-0 cache
+  if (a.dense) {  // mask prompt: the image side differs per prompt, no layer-0 cache
     t2i_fold(c, L0.t2i, qpe, T, tw);
-    t2i_attend(c, T, a.x_dense, B, a.pe, N, tw);
+    t2i_attend(c, T, xd.p, B, a.pe, N, tw);
     t2i_unfold(c, L0.t2i, T, tw, tmp.p);
   } else {
     t2i_cached(c, L0.t2i, qpe, T, a.k0, a.v0, N, tmp.p, qh.p, o.p);
@@ -433,8 +450,8 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   linear(c, L0.mlp2, hid.p, d.Mlp, R, tmp.p, C);
   add_norm(c, q.p, tmp.p, R, L0.n3);
   add(q.p, P, qt, R * C);
-  const ImageToTokenRows i2t0(a.x_dense ? i2t_prepare(c, L0.i2t, L0.n4, a.x_dense, B, a.pe, nullptr, N, qt, q.p, T,
-                                                    xb.p, iw)
+  const ImageToTokenRows i2t0(a.dense ? i2t_prepare(c, L0.i2t, L0.n4, xd.p, B, a.pe, nullptr, N, qt, q.p, T,
+                                                  xb.p, iw)
                                         : i2t_prepare(c, L0.i2t, L0.n4, a.x0, 1, a.pe, a.q0, N, qt, q.p, T, xb.p, iw));
   // ---- layer 1
   const LayerP& L1 = p.layers[1];

@@ -1,4 +1,4 @@
-// SAM mask decoder, whole forward on a cached image in one C++ call (mask prompts too, via x_dense): the
+// SAM mask decoder, whole forward on a cached image in one C++ call (mask prompts too, via dense): the
 // two-way transformer's token side (self attention, projections, MLPs, LayerNorms, IoU and hypernetwork
 // heads) plus the image-sized kernels (token_to_image_cpu, image_to_token_cpu, mask_head_cpu).
 // Same math as samfast.fast_decoder.FastMaskDecoder (see its docstring for the cache and the folding);
@@ -53,8 +53,9 @@ struct CachedDecoderArgs {
   const float* k0 = nullptr;           // [H, Di/H, N]  layer 0 token->image k_proj(x0 + pe)
   const float* v0 = nullptr;           // [H, N, Di/H]  layer 0 token->image v_proj(x0)
   const float* q0 = nullptr;           // [N, Di]       layer 0 image->token q_proj(x0 + pe)
-  const float* x_dense = nullptr;      // [B, N, C] or null: image_embedding + dense (mask) prompt embedding;
-                                       // when set, layer 0 runs on it instead of the cache (x0 / k0 / v0 / q0)
+  const float* features = nullptr;     // [C, N]  image embedding (NCHW), read with `dense`
+  const float* dense = nullptr;        // [B, C, N] or null: dense (mask) prompt embeddings (NCHW); when set,
+                                       // layer 0 runs on features + dense instead of the cache (x0 / k0 / v0 / q0)
   float* masks = nullptr;              // [B, K, 4h, 4w]  K = M - 1 (multimask) or 1
   float* iou = nullptr;                // [B, K]
 };

@@ -154,6 +154,12 @@ class FastMaskDecoder:
         B = sparse.shape[0]
         out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
         tokens = torch.cat([out_tokens.unsqueeze(0).expand(B, -1, -1), sparse], dim=1)  # [B, T, C]
+        if cache.packed is not None and self._whole_kernel_ok(cache):
+            return ops.cached_mask_decoder(tokens, cache.x0, cache.pe, cache.k0, cache.v0, cache.q0, cache.packed,
+                                           self._dims, cache.hw, multimask_output, self.tr.norm_final_attn.eps,
+                                           dec.output_upscaling[1].eps,
+                                           features=None if dense is None else cache.features.to(dt),
+                                           dense=None if dense is None else dense.to(dt))
         pe = cache.pe
         if dense is None:
             x = cache.x0  # [1, N, C], shared by the batch
@@ -161,10 +167,6 @@ class FastMaskDecoder:
         else:
             x = cache.features.to(dt).flatten(2).transpose(1, 2) + dense.to(dt).flatten(2).transpose(1, 2)
             cached = False
-        if cache.packed is not None and self._whole_kernel_ok(cache):
-            return ops.cached_mask_decoder(tokens, cache.x0, cache.pe, cache.k0, cache.v0, cache.q0, cache.packed,
-                                           self._dims, cache.hw, multimask_output, self.tr.norm_final_attn.eps,
-                                           dec.output_upscaling[1].eps, x_dense=None if cached else x)
         queries = tokens
         for i, layer in enumerate(tr.layers):
             # self-attention on tokens

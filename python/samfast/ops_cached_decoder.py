@@ -7,9 +7,10 @@ kernels; for one prompt the Python and dispatcher overhead of those ops, and MKL
 
   pack_decoder(mask_decoder) -> packed   once per weight set: every parameter in one float32 buffer
                                           (linears also transposed), layout defined in C++
-  cached_mask_decoder(tokens, cache tensors, packed, dims, ..., x_dense=None) -> (low_res [B, K, 4h, 4w], iou [B, K])
-  (x_dense = image embedding + the mask prompt's dense embedding, [B, N, C]: then layer 0 runs on it
-  instead of the per-image cache)
+  cached_mask_decoder(tokens, cache tensors, packed, dims, ..., features=None, dense=None)
+      -> (low_res [B, K, 4h, 4w], iou [B, K])
+  (dense = the mask prompt's dense embedding [B, C, h, w], features = the image embedding [1, C, h, w]:
+  then layer 0 runs on features + dense instead of the per-image cache)
 
 The pure-PyTorch reference is the decoder module itself (`MaskDecoder.forward`, or FastMaskDecoder with
 the reference backend); tests compare the three. Import from `samfast.ops`.
@@ -77,20 +78,21 @@ def pack_decoder(dec: nn.Module, dims: List[int]) -> Tensor:
 
 @torch.library.custom_op("samfast::cached_mask_decoder", mutates_args=())
 def _cached_decoder_op(
-    tokens: Tensor, x0: Tensor, pe: Tensor, k0: Tensor, v0: Tensor, q0: Tensor, x_dense: Optional[Tensor],
-    packed: Tensor, dims: List[int], h: int, w: int, multimask: bool, eps: float, eps2d: float,
+    tokens: Tensor, x0: Tensor, pe: Tensor, k0: Tensor, v0: Tensor, q0: Tensor, features: Optional[Tensor],
+    dense: Optional[Tensor], packed: Tensor, dims: List[int], h: int, w: int, multimask: bool, eps: float, eps2d: float,
 ) -> Tuple[Tensor, Tensor]:
     B, K = tokens.shape[0], (dims[4] - 1) if multimask else 1
     masks = tokens.new_empty((B, K, 4 * h, 4 * w))
     iou = tokens.new_empty((B, K))
-    xd = x_dense if x_dense is not None else tokens.new_empty(0)
-    refs = [tensor_ref(t) for t in (tokens, x0, pe, k0, v0, q0, xd, packed)]
+    f = features if features is not None else tokens.new_empty(0)
+    d = dense if dense is not None else tokens.new_empty(0)
+    refs = [tensor_ref(t) for t in (tokens, x0, pe, k0, v0, q0, f, d, packed)]
     _C.cached_decoder_cpu(*refs, list(dims), h, w, multimask, eps, eps2d, tensor_ref(masks), tensor_ref(iou))
     return masks, iou
 
 
 @_cached_decoder_op.register_fake
-def _(tokens, x0, pe, k0, v0, q0, x_dense, packed, dims, h, w, multimask, eps, eps2d):
+def _(tokens, x0, pe, k0, v0, q0, features, dense, packed, dims, h, w, multimask, eps, eps2d):
     B, K = tokens.shape[0], (dims[4] - 1) if multimask else 1
     return tokens.new_empty((B, K, 4 * h, 4 * w)), tokens.new_empty((B, K))
 
@@ -98,24 +100,26 @@ def _(tokens, x0, pe, k0, v0, q0, x_dense, packed, dims, h, w, multimask, eps, e
 def cached_mask_decoder(
     tokens: Tensor, x0: Tensor, pe: Tensor, k0: Tensor, v0: Tensor, q0: Tensor, packed: Tensor,
     dims: List[int], hw: Tuple[int, int], multimask: bool, eps: float = 1e-5, eps2d: float = 1e-6,
-    x_dense: Optional[Tensor] = None,
+    features: Optional[Tensor] = None, dense: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor]:
     """Whole decoder. tokens [B, T, C] (IoU token, mask tokens, sparse prompt embeddings), cache tensors as
     in `fast_decoder.DecoderCache` (x0, pe [1, N, C], k0 [H, Di/H, N], v0 [H, N, Di/H], q0 [N, Di]),
-    packed = pack_decoder(...); x_dense [B, N, C] = image embedding + dense (mask prompt) embedding, or
-    None for mask-free prompts. Returns (low_res [B, K, 4h, 4w], iou [B, K]), K = mask_tokens - 1 with
+    packed = pack_decoder(...); dense [B, C, h, w] = the mask prompts' dense embedding with features
+    [1, C, h, w] = the image embedding, or None for mask-free prompts. Returns (low_res [B, K, 4h, 4w], iou [B, K]), K = mask_tokens - 1 with
     multimask, else 1. CPU float32 only (the C++ side checks every shape)."""
     _check(use_kernel("cached_decoder", tokens), RuntimeError,
            "cached_mask_decoder: needs the kernels backend and samfast._C built with cached_decoder_cpu")
     named = [("tokens", tokens), ("x0", x0), ("pe", pe), ("k0", k0), ("v0", v0), ("q0", q0), ("packed", packed)]
-    if x_dense is not None:
-        named.append(("x_dense", x_dense))
+    _check((features is None) == (dense is None), ValueError, "features and dense must be given together")
+    if dense is not None:
+        named += [("features", features), ("dense", dense)]
     for name, t in named:
         _check(isinstance(t, Tensor), TypeError, f"{name}: expected a tensor, got {type(t).__name__}")
         _check(t.dtype == torch.float32 and not t.is_cuda, TypeError,
                f"{name}: expected a float32 CPU tensor, got {t.dtype} on {t.device} (shape {_shape(t)})")
     h, w = (int(v) for v in hw)
     return _cached_decoder_op(tokens.contiguous(), x0.contiguous(), pe.contiguous(), k0.contiguous(),
-                              v0.contiguous(), q0.contiguous(), x_dense.contiguous() if x_dense is not None else None,
-                              packed.contiguous(), [int(d) for d in dims], h, w, bool(multimask), float(eps),
+                              v0.contiguous(), q0.contiguous(),
+                              features.contiguous() if features is not None else None,
+                              dense.contiguous() if dense is not None else None, packed.contiguous(), [int(d) for d in dims], h, w, bool(multimask), float(eps),
                               float(eps2d))
