@@ -102,7 +102,7 @@ void forward_op(const TensorRef& tokens,  // [B, T, C]
   check_tensor(k0, "k0", {H, Di / H, N}, kF32);
   check_tensor(v0, "v0", {H, N, Di / H}, kF32);
   check_tensor(q0, "q0", {N, Di}, kF32);
-  const bool has_dense = dense.numel() > 0;
+  const bool has_dense = !(dense.dim() == 1 && dense.numel() == 0);  // a 1-D empty tensor means absent
   if (has_dense) {
     check_tensor(features, "features", {1, C, h, w}, kF32);
     check_tensor(dense, "dense", {B, C, h, w}, kF32);

@@ -139,6 +139,8 @@ def test_bad_inputs(models):
         call(features=feats[:, :, :-1], dense=torch.randn(1, 256, *hw))
     with pytest.raises(TypeError, match="dense"):
         call(features=feats, dense=torch.randn(1, 256, *hw).double())
+    with pytest.raises(ValueError, match="dense"):
+        call(features=feats, dense=torch.randn(1, 256, 0, hw[1]))  # empty, not "absent"
     with pytest.raises(ValueError, match="unsupported dims"):
         _C.cached_decoder_param_entries([252] + dims[1:])
     with pytest.raises(RuntimeError, match="kernels backend"), ops.backend("reference"):
@@ -225,3 +227,42 @@ def test_mask_prompt(models, simd, multimask):
     # and it differs from the same prompt without the mask (the dense input is used)
     low_nomask, _ = FastMaskDecoder(ours)(cache, sparse, None, multimask)
     assert rel_err(low, low_nomask) > 1e-2
+
+
+def test_grid_not_multiple_of_8_uses_op_by_op_path(models):
+    """The C++ decoder needs h * w % 8 == 0; other grids (e.g. 5 x 5) run op by op and still match."""
+    official, ours = models
+    g = torch.Generator().manual_seed(5)
+    emb = torch.randn(1, 256, 5, 5, generator=g)
+    ours.prompt_encoder.image_embedding_size = official.prompt_encoder.image_embedding_size = (5, 5)
+    try:
+        fd = FastMaskDecoder(ours)
+        cache = fd.prepare(emb)
+        assert not fd._whole_kernel_ok(cache)
+        pts, lbl, _ = _prompts("points", 1, g)
+        sparse, _ = ours.prompt_encoder(points=(pts, lbl), boxes=None, masks=None)
+        low, iou = fd(cache, sparse, None, True)
+        low32, iou32 = _official(official, emb, pts, lbl, None, True, torch.float32)
+    finally:
+        ours.prompt_encoder.image_embedding_size = official.prompt_encoder.image_embedding_size = (16, 16)
+    assert rel_err(low, low32) < 1e-4 and float((iou - iou32).abs().max()) < 1e-4
+
+
+def test_internal_dim_larger_than_c():
+    """Dims the real model never has (Di > C) still size every buffer right (a review found an overflow)."""
+    dims = [32, 2, 64, 64, 4, 16, 8, 8]  # C, heads, Di, mlp, mask tokens, iou hidden, C1, C2
+    entries = _C.cached_decoder_param_entries(dims)
+    g = torch.Generator().manual_seed(0)
+    ws = []
+    for kind, _, out, inp in entries:
+        shape = (out, inp) if kind == "linear" else (out,) if kind == "norm" else (inp, out, 2, 2)
+        ws += [torch.randn(shape, generator=g) * 0.2, torch.randn(out, generator=g) * 0.1]
+    packed = torch.empty(_C.cached_decoder_packed_numel(dims))
+    _C.cached_decoder_pack_cpu([ops.tensor_ref(t) for t in ws], dims, ops.tensor_ref(packed))
+    h = w = 4
+    N, C, H, Di = h * w, 32, 2, 64
+    args = [torch.randn(2, 7, C, generator=g), torch.randn(1, N, C, generator=g), torch.randn(1, N, C, generator=g),
+            torch.randn(H, Di // H, N, generator=g), torch.randn(H, N, Di // H, generator=g),
+            torch.randn(N, Di, generator=g)]
+    low, iou = ops.cached_mask_decoder(*args, packed, dims, (h, w), True)
+    assert low.shape == (2, 3, 16, 16) and torch.isfinite(low).all() and torch.isfinite(iou).all()

@@ -423,7 +423,7 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   float* qt = scratch.p + 3 * R * C;  // shares the self-attention's last scratch slot (not live across)
   T2iBufs tw{qh.p, o.p, u, z};
   AlignedFloats u_i, ut_i, cb_i, r_i;  // image->token operands: live while its fused pass runs
-  u_i.alloc(B * C * H * T, false);
+  u_i.alloc(B * std::max(C, Di) * H * T, false);  // [B, Cq, H*T], Cq = Di (cached layer 0) or C
   ut_i.alloc(B * H * T * C, false);
   cb_i.alloc(B * H * T, false);
   r_i.alloc(B * H * T * C, false);

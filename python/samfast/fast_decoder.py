@@ -122,7 +122,7 @@ class FastMaskDecoder:
     def _whole_kernel_ok(self, cache: DecoderCache) -> bool:
         x = cache.x0
         return (self.whole_decoder_kernel and self._dims is not None and x.dtype == torch.float32
-                and not x.is_cuda and ops.use_kernel("cached_decoder", x))
+                and not x.is_cuda and (cache.hw[0] * cache.hw[1]) % 8 == 0 and ops.use_kernel("cached_decoder", x))
 
     @torch.no_grad()
     def prepare(self, features: Tensor) -> DecoderCache:
