@@ -36,13 +36,15 @@ class Sam(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
+        """The mask decoder's dtype (the image encoder's may differ: see samfast.load's decoder_dtype)."""
         return self.mask_decoder.iou_token.weight.dtype
 
     @torch.no_grad()
     def forward(self, batched_input: List[Dict[str, Any]], multimask_output: bool) -> List[Dict[str, torch.Tensor]]:
         """Same contract as segment_anything's `Sam.forward` (list of per-image dicts)."""
         input_images = torch.stack([self.preprocess(x["image"]) for x in batched_input], dim=0)
-        image_embeddings = self.image_encoder(input_images.to(self.dtype)).float()
+        enc_dtype = self.image_encoder.patch_embed.proj.weight.dtype  # may differ from the decoder's
+        image_embeddings = self.image_encoder(input_images.to(enc_dtype)).float()
         outputs = []
         for record, emb in zip(batched_input, image_embeddings):
             points = (record["point_coords"], record["point_labels"]) if "point_coords" in record else None
