@@ -70,21 +70,27 @@ def test_matches_official_and_float64(models, simd, multimask, kind, B):
     assert err_ours <= 4 * err_off + 1e-5, (err_ours, err_off)
 
 
-def test_full_size_grid(models):
-    """The real SAM grid (64x64 image tokens, 256x256 low-res masks)."""
+def _decode_on_grid(models, hw, seed, B=2):
+    """Point prompts on an embedding grid of size hw (the prompt encoders' grid set for the call):
+    (FastMaskDecoder, its cache, samfast (low, iou), official fp32 (low, iou))."""
     official, ours = models
-    g = torch.Generator().manual_seed(3)
-    emb = torch.randn(1, 256, 64, 64, generator=g)
-    ours.prompt_encoder.image_embedding_size = official.prompt_encoder.image_embedding_size = (64, 64)
+    g = torch.Generator().manual_seed(seed)
+    emb = torch.randn(1, 256, *hw, generator=g)
+    ours.prompt_encoder.image_embedding_size = official.prompt_encoder.image_embedding_size = hw
     try:
-        pts, lbl, _ = _prompts("points", 2, g)
+        pts, lbl, _ = _prompts("points", B, g)
         fd = FastMaskDecoder(ours)
         cache = fd.prepare(emb)
         sparse, _ = ours.prompt_encoder(points=(pts, lbl), boxes=None, masks=None)
-        low, iou = fd(cache, sparse, None, True)
-        low32, iou32 = _official(official, emb, pts, lbl, None, True, torch.float32)
+        ours_out = fd(cache, sparse, None, True)
+        return fd, cache, ours_out, _official(official, emb, pts, lbl, None, True, torch.float32)
     finally:
         ours.prompt_encoder.image_embedding_size = official.prompt_encoder.image_embedding_size = (16, 16)
+
+
+def test_full_size_grid(models):
+    """The real SAM grid (64x64 image tokens, 256x256 low-res masks)."""
+    _, _, (low, iou), (low32, iou32) = _decode_on_grid(models, (64, 64), seed=3)
     assert low.shape == (2, 3, 256, 256)
     assert rel_err(low, low32) < 1e-4 and rel_err(iou, iou32) < 1e-4
 
@@ -231,20 +237,8 @@ def test_mask_prompt(models, simd, multimask):
 
 def test_grid_not_multiple_of_8_uses_op_by_op_path(models):
     """The C++ decoder needs h * w % 8 == 0; other grids (e.g. 5 x 5) run op by op and still match."""
-    official, ours = models
-    g = torch.Generator().manual_seed(5)
-    emb = torch.randn(1, 256, 5, 5, generator=g)
-    ours.prompt_encoder.image_embedding_size = official.prompt_encoder.image_embedding_size = (5, 5)
-    try:
-        fd = FastMaskDecoder(ours)
-        cache = fd.prepare(emb)
-        assert not fd._whole_kernel_ok(cache)
-        pts, lbl, _ = _prompts("points", 1, g)
-        sparse, _ = ours.prompt_encoder(points=(pts, lbl), boxes=None, masks=None)
-        low, iou = fd(cache, sparse, None, True)
-        low32, iou32 = _official(official, emb, pts, lbl, None, True, torch.float32)
-    finally:
-        ours.prompt_encoder.image_embedding_size = official.prompt_encoder.image_embedding_size = (16, 16)
+    fd, cache, (low, iou), (low32, iou32) = _decode_on_grid(models, (5, 5), seed=5, B=1)
+    assert not fd._whole_kernel_ok(cache)
     assert rel_err(low, low32) < 1e-4 and float((iou - iou32).abs().max()) < 1e-4
 
 
