@@ -260,3 +260,35 @@ def test_internal_dim_larger_than_c():
             torch.randn(N, Di, generator=g)]
     low, iou = ops.cached_mask_decoder(*args, packed, dims, (h, w), True)
     assert low.shape == (2, 3, 16, 16) and torch.isfinite(low).all() and torch.isfinite(iou).all()
+
+
+def test_concurrent_predictors_match_sequential(models):
+    """Two Python threads decoding at once (the C++ call releases the GIL; per-thread scratch) give the
+    same results as one after the other."""
+    import threading
+
+    _, ours = models
+    g = torch.Generator().manual_seed(9)
+    jobs = []
+    for i in range(2):
+        fd = FastMaskDecoder(ours)
+        cache = fd.prepare(torch.randn(1, 256, 16, 16, generator=g))
+        pts, lbl, boxes = _prompts("both", 3 + i, g)
+        sparse, _ = ours.prompt_encoder(points=(pts, lbl), boxes=boxes, masks=None)
+        jobs.append((fd, cache, sparse))
+    expected = [fd(cache, sparse, None, True) for fd, cache, sparse in jobs]
+    results = [[None] * 20 for _ in jobs]
+
+    def work(j):
+        fd, cache, sparse = jobs[j]
+        for r in range(20):
+            results[j][r] = fd(cache, sparse, None, True)
+
+    threads = [threading.Thread(target=work, args=(j,)) for j in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for j, (low, iou) in enumerate(expected):
+        for got_low, got_iou in results[j]:
+            assert torch.equal(got_low, low) and torch.equal(got_iou, iou)
