@@ -32,19 +32,30 @@ struct Ctx {
 void linear(const Ctx& c, const Slot& L, const float* x, int64_t ldx, int64_t rows, float* y, int64_t ldy,
             bool relu = false) {
   for (int64_t r = 0; r < rows; ++r) std::memcpy(y + r * ldy, L.b, L.outp * sizeof(float));
-  constexpr int64_t kRows = 48, kCols = 128;
-  const int64_t rb = (rows + kRows - 1) / kRows, cb = (L.outp + kCols - 1) / kCols;
+  constexpr int64_t kRows = 48;
+  const int64_t rb = (rows + kRows - 1) / kRows, np = L.panels();
   const bool par = rows * L.in * L.outp >= (int64_t{1} << 18);
 #pragma omp parallel for collapse(2) schedule(static) if (par)
   for (int64_t i = 0; i < rb; ++i)
-    for (int64_t j = 0; j < cb; ++j) {
-      const int64_t r0 = i * kRows, c0 = j * kCols;
-      gemm(c.isa, x + r0 * ldx, ldx, std::min(kRows, rows - r0), L.in, L.wt + c0, L.outp,
-           std::min(kCols, L.outp - c0), y + r0 * ldy + c0, ldy);
+    for (int64_t p = 0; p < np; ++p) {
+      const int64_t r0 = i * kRows, width = L.panel_width(p);
+      gemm(c.isa, x + r0 * ldx, ldx, std::min(kRows, rows - r0), L.in, L.panel(p), width, width,
+           y + r0 * ldy + p * kPanel, ldy);
     }
   if (relu)
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t k = 0; k < L.out; ++k) y[r * ldy + k] = std::max(y[r * ldy + k], 0.f);
+}
+
+// C[R, ncols] += A[R, K] @ W^T[k0:k0+K, col0:col0+ncols] of a linear (panel by panel; col0, ncols % 8 == 0).
+void gemm_wt(const Ctx& c, const Slot& L, const float* A, int64_t lda, int64_t R, int64_t k0, int64_t K, int64_t col0,
+             int64_t ncols, float* C, int64_t ldc) {
+  for (int64_t col = col0; col < col0 + ncols;) {
+    const int64_t p = col / kPanel, off = col % kPanel, width = L.panel_width(p);
+    const int64_t n = std::min(col0 + ncols - col, width - off);
+    gemm(c.isa, A, lda, R, K, L.panel(p) + k0 * width + off, width, n, C + (col - col0), ldc);
+    col += n;
+  }
 }
 
 void add(const float* a, const float* b, float* out, int64_t n) {
@@ -163,8 +174,7 @@ void t2i_unfold(const Ctx& c, const AttnP& a, int64_t T, T2iBufs& w, float* out 
   for (int64_t r = 0; r < R; ++r) std::memcpy(w.o + r * Di, a.v.b, Di * sizeof(float));
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
-      gemm(c.isa, w.z.p + (b * H + h) * T * C, C, T, C, a.v.wt + h * dh, a.v.outp, dh, w.o + b * T * Di + h * dh,
-           Di);
+      gemm_wt(c, a.v, w.z.p + (b * H + h) * T * C, C, T, 0, C, h * dh, dh, w.o + b * T * Di + h * dh, Di);
   linear(c, a.o, w.o, Di, R, out, C);
 }
 
@@ -214,8 +224,7 @@ ImageToTokenArgs i2t_prepare(const Ctx& c, const AttnP& a, const Slot& norm, con
   std::fill(w.r.p, w.r.p + B * HT * C, 0.f);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
-      gemm(c.isa, vh + b * T * Di + h * dh, Di, T, dh, a.o.wt + h * dh * a.o.outp, a.o.outp, C,
-           w.r.p + (b * HT + h) * C, H * C);
+      gemm_wt(c, a.o, vh + b * T * Di + h * dh, Di, T, h * dh, dh, 0, C, w.r.p + (b * HT + h) * C, H * C);
   ImageToTokenArgs ia;
   ia.B = B; ia.Bq = q0 ? 1 : Bx; ia.Bx = Bx; ia.N = N; ia.Cq = Cq; ia.C = C; ia.H = H; ia.T = T;
   ia.q_in = q0 ? q0 : x; ia.q_add = q0 ? nullptr : pe;

@@ -124,8 +124,11 @@ void pack_decoder_params(const DecoderDims& d, const std::vector<const float*>& 
     if (E.kind == ParamEntry::Linear) {
       const int64_t outp = round_up(E.out, 8);
       std::fill(dst, dst + E.in * outp, 0.f);
-      for (int64_t o = 0; o < E.out; ++o)
-        for (int64_t i = 0; i < E.in; ++i) dst[i * outp + o] = w[o * E.in + i];
+      for (int64_t o = 0; o < E.out; ++o) {  // W^T in column panels (Slot::panel)
+        const int64_t p = o / kPanel, j = o % kPanel, width = std::min(kPanel, outp - p * kPanel);
+        float* panel = dst + p * kPanel * E.in;
+        for (int64_t i = 0; i < E.in; ++i) panel[i * width + j] = w[o * E.in + i];
+      }
       std::copy(w, w + E.out * E.in, dst + E.in * outp);
       float* bd = dst + E.in * outp + E.out * E.in;
       std::fill(bd, bd + outp, 0.f);

@@ -1,6 +1,7 @@
 // Packed-parameter layout of the whole-decoder kernel (see cached_decoder_kernel.h): one definition of the
 // order (visit_params), the packer, and the binding of a packed buffer to named views (bind_params).
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -8,12 +9,22 @@
 
 namespace samfast::cpu {
 
+// W^T of a linear is stored in column panels of kPanel (the last one narrower when outp % kPanel != 0):
+// panel p holds columns [p*kPanel, p*kPanel + width) as [in, width], so a column block streams one
+// contiguous chunk of memory (the token-side linears are bound by reading their weights).
+constexpr int64_t kPanel = 32;
+
 // Bound view of one packed entry (Norm / ConvT use w and b only).
 struct Slot {
-  const float* wt = nullptr;  // Linear: [in, outp]
+  const float* wt = nullptr;  // Linear: W^T [in, outp] in column panels (see panel())
   const float* w = nullptr;   // Linear: [out, in]; Norm: [out]; ConvT: [in, out, 2, 2]
   const float* b = nullptr;   // Linear: [outp]; Norm / ConvT: [out]
   int64_t in = 0, out = 0, outp = 0;
+
+  int64_t panels() const { return (outp + kPanel - 1) / kPanel; }
+  int64_t panel_width(int64_t p) const { return std::min(kPanel, outp - p * kPanel); }
+  // W^T[k, p*kPanel + j] = panel(p)[k * panel_width(p) + j]
+  const float* panel(int64_t p) const { return wt + p * kPanel * in; }
 };
 struct AttnP {
   Slot q, k, v, o;
