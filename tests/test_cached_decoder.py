@@ -292,3 +292,27 @@ def test_concurrent_predictors_match_sequential(models):
     for j, (low, iou) in enumerate(expected):
         for got_low, got_iou in results[j]:
             assert torch.equal(got_low, low) and torch.equal(got_iou, iou)
+
+
+@pytest.mark.parametrize("mask_prompt", [False, True])
+def test_matches_reference(models, mask_prompt):
+    """The op against its pure-PyTorch reference (the module's math on the same tokens)."""
+    _, ours = models
+    g = torch.Generator().manual_seed(31)
+    emb = torch.randn(1, 256, 16, 16, generator=g)
+    fd = FastMaskDecoder(ours)
+    c = fd.prepare(emb)
+    dec, pe_mod = ours.mask_decoder, ours.prompt_encoder
+    pts, lbl, boxes = _prompts("both", 3, g)
+    mask_in = torch.randn(3, 1, 64, 64, generator=g) if mask_prompt else None
+    with torch.no_grad():
+        sparse, dense = pe_mod(points=(pts, lbl), boxes=boxes, masks=mask_in)
+        out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight])[None].expand(3, -1, -1)
+        tokens = torch.cat([out_tokens, sparse], 1)
+    for multimask in (True, False):
+        kw = dict(features=emb, dense=dense) if mask_prompt else {}
+        low, iou = ops.cached_mask_decoder(tokens, c.x0, c.pe, c.k0, c.v0, c.q0, c.packed, fd._dims, c.hw,
+                                           multimask, **kw)
+        low_ref, iou_ref = ops.cached_mask_decoder_reference(dec, tokens, emb, pe_mod.get_dense_pe(), dense,
+                                                             multimask)
+        assert rel_err(low, low_ref) < 1e-5 and float((iou - iou_ref).abs().max()) < 1e-5

@@ -7,6 +7,8 @@ reference (`*_reference`), which `set_backend("reference")` runs instead of the 
 
 Sections (one per kernel family; add new ones at the end, before the anchor comment):
   backend switch + helpers | rel-pos attention | mask head | mask postprocessing | ...
+and, in their own files: the decoder's cross attentions (ops_decoder.py), the whole decoder in one call
+(ops_cached_decoder.py), automatic mask generation (ops_amg.py).
 """
 from __future__ import annotations
 

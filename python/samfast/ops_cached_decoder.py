@@ -12,8 +12,10 @@ kernels; for one prompt the Python and dispatcher overhead of those ops, and MKL
   (dense = the mask prompt's dense embedding [B, C, h, w], features = the image embedding [1, C, h, w]:
   then layer 0 runs on features + dense instead of the per-image cache)
 
-The pure-PyTorch reference is the decoder module itself (`MaskDecoder.forward`, or FastMaskDecoder with
-the reference backend); tests compare the three. Import from `samfast.ops`.
+The pure-PyTorch reference is the decoder module's own math on the same tokens
+(`cached_mask_decoder_reference`, i.e. `MaskDecoder.decode_tokens`); tests compare the op with it, with
+the op-by-op FastMaskDecoder, and with the official decoder in float32 and float64. Import from
+`samfast.ops`.
 """
 from __future__ import annotations
 
@@ -74,6 +76,24 @@ def pack_decoder(dec: nn.Module, dims: List[int]) -> Tensor:
     packed = torch.empty(_C.cached_decoder_packed_numel(dims))
     _C.cached_decoder_pack_cpu([tensor_ref(t) for t in tensors], dims, tensor_ref(packed))
     return packed
+
+
+def cached_mask_decoder_reference(
+    mask_decoder: nn.Module, tokens: Tensor, image_embedding: Tensor, image_pe: Tensor, dense: Tensor,
+    multimask: bool,
+) -> Tuple[Tensor, Tensor]:
+    """What `cached_mask_decoder` computes, in PyTorch: the decoder module on the same tokens.
+
+    tokens [B, T, C] (IoU token, mask tokens, sparse prompts), image_embedding [1, C, h, w], image_pe
+    [1, C, h, w], dense [B or 1, C, h, w] (the mask prompt's embedding, or the no-mask embedding broadcast:
+    then image_embedding + dense is the op's x0). Returns (low_res [B, K, 4h, 4w], iou [B, K])."""
+    from .ops import backend
+
+    with backend("reference"), torch.no_grad():
+        masks, iou = mask_decoder.decode_tokens(tokens, image_embedding, image_pe,
+                                                dense.expand(tokens.shape[0], -1, -1, -1))
+    sl = slice(1, None) if multimask else slice(0, 1)
+    return masks[:, sl], iou[:, sl]
 
 
 @torch.library.custom_op("samfast::cached_mask_decoder", mutates_args=())

@@ -58,6 +58,11 @@ class MaskDecoder(nn.Module):
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         output_tokens = output_tokens.unsqueeze(0).expand(sparse_prompt_embeddings.size(0), -1, -1)
         tokens = torch.cat((output_tokens, sparse_prompt_embeddings), dim=1)
+        return self.decode_tokens(tokens, image_embeddings, image_pe, dense_prompt_embeddings)
+
+    def decode_tokens(self, tokens, image_embeddings, image_pe, dense_prompt_embeddings):
+        """The decoder on assembled tokens BxTxC (IoU token, mask tokens, sparse prompts): image_embeddings
+        1xCxhxw or BxCxhxw, image_pe 1xCxhxw, dense BxCxhxw -> (masks BxMx4hx4w, iou BxM), all M mask tokens."""
         if image_embeddings.shape[0] == tokens.shape[0]:
             src = image_embeddings
         else:
