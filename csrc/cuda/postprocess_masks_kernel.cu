@@ -42,6 +42,22 @@ __device__ __forceinline__ void composite_taps(int o, int out_size, int crop, in
   idx[3] = j1; wt[3] = a1 * c1;
 }
 
+// Value at one output pixel: sum over the 4 x 4 low-res taps (rows ry, columns cx) of wy[i] * wx[j] * plane.
+template <typename T>
+__device__ __forceinline__ float composite_sample(const T* __restrict__ plane, int w, const int (&ry)[4],
+                                                  const float (&wy)[4], const int (&cx)[4], const float (&wx)[4]) {
+  float v = 0.f;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const T* row = plane + static_cast<int64_t>(ry[i]) * w;
+    float r = 0.f;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) r = fmaf(wx[j], to_f(__ldg(row + cx[j])), r);
+    v = fmaf(wy[i], r, v);
+  }
+  return v;
+}
+
 template <typename T, bool BIN>
 __global__ void __launch_bounds__(256)
     postprocess_kernel(const T* __restrict__ masks,  // [planes, h, w]
@@ -58,17 +74,7 @@ __global__ void __launch_bounds__(256)
   const int64_t opix = static_cast<int64_t>(oy) * W0 + ox;
   const float thr_t = to_f(from_f<T>(thr));
   for (int64_t pl = blockIdx.z; pl < planes; pl += gridDim.z) {
-    const T* mp = masks + pl * plane_in;
-    float v = 0.f;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const T* row = mp + static_cast<int64_t>(ry[i]) * w;
-      float r = 0.f;
-#pragma unroll
-      for (int j = 0; j < 4; ++j) r = fmaf(wx[j], to_f(__ldg(row + cx[j])), r);
-      v = fmaf(wy[i], r, v);
-    }
-    const T vt = from_f<T>(v);
+    const T vt = from_f<T>(composite_sample(masks + pl * plane_in, w, ry, wy, cx, wx));
     if constexpr (BIN) {  // thr_t: torch compares a T tensor with a Python float rounded to T
       static_cast<unsigned char*>(out)[pl * plane_out + opix] = to_f(vt) > thr_t ? 1 : 0;
     } else {
@@ -85,22 +91,6 @@ __global__ void stats_init_kernel(int* __restrict__ acc, int64_t planes) {
   if (p >= planes) return;
   int* a = acc + p * kAcc;
   a[0] = 0; a[1] = 0; a[2] = INT_MAX; a[3] = INT_MAX; a[4] = -1; a[5] = -1;
-}
-
-__device__ __forceinline__ int warp_sum_i(int v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-__device__ __forceinline__ int warp_min_i(int v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v = min(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
-__device__ __forceinline__ int warp_max_i(int v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v = max(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
 }
 
 // Binarized resize of float32 logits + per-plane counts above stab_hi / stab_lo and the box of
@@ -126,24 +116,15 @@ __global__ void __launch_bounds__(256)
   for (int64_t pl = blockIdx.z; pl < planes; pl += gridDim.z) {
     int on = 0, above_hi = 0, above_lo = 0;
     if (valid) {
-      const float* mp = masks + pl * plane_in;
-      float v = 0.f;
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const float* row = mp + static_cast<int64_t>(ry[i]) * w;
-        float r = 0.f;
-#pragma unroll
-        for (int j = 0; j < 4; ++j) r = fmaf(wx[j], __ldg(row + cx[j]), r);
-        v = fmaf(wy[i], r, v);
-      }
+      const float v = composite_sample(masks + pl * plane_in, w, ry, wy, cx, wx);
       on = v > thr;
       above_hi = v > hi;
       above_lo = v > lo;
       out[pl * plane_out + opix] = static_cast<unsigned char>(on);
     }
-    const int n_hi = warp_sum_i(above_hi), n_lo = warp_sum_i(above_lo);
-    const int x0 = warp_min_i(on ? ox : INT_MAX), x1 = warp_max_i(on ? ox : -1);
-    const int any = warp_max_i(on);
+    const int n_hi = warp_sum(above_hi), n_lo = warp_sum(above_lo);
+    const int x0 = warp_min(on ? ox : INT_MAX), x1 = warp_max(on ? ox : -1);
+    const int any = warp_max(on);
     if (lane == 0) {
       red[warp][0] = n_hi; red[warp][1] = n_lo; red[warp][2] = x0; red[warp][4] = x1;
       red[warp][3] = any ? oy : INT_MAX; red[warp][5] = any ? oy : -1;
