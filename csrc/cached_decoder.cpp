@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cpu/cached_decoder_kernel.h"
+#include "cpu/cached_decoder_params.h"
 #include "op_registry.h"
 #include "tensor_ref.h"
 
@@ -29,7 +30,7 @@ cpu::DecoderDims parse_dims(const std::vector<int64_t>& v) {
                      std::to_string(v.size()));
   cpu::DecoderDims d;
   d.C = v[0]; d.H = v[1]; d.Di = v[2]; d.Mlp = v[3]; d.M = v[4]; d.Hid = v[5]; d.C1 = v[6]; d.C2 = v[7];
-  cpu::decoder_param_entries(d);  // validates
+  cpu::check_decoder_dims(d);
   return d;
 }
 
