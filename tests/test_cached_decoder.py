@@ -307,8 +307,7 @@ def test_matches_reference(models, mask_prompt):
     mask_in = torch.randn(3, 1, 64, 64, generator=g) if mask_prompt else None
     with torch.no_grad():
         sparse, dense = pe_mod(points=(pts, lbl), boxes=boxes, masks=mask_in)
-        out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight])[None].expand(3, -1, -1)
-        tokens = torch.cat([out_tokens, sparse], 1)
+        tokens = dec.assemble_tokens(sparse)
     for multimask in (True, False):
         kw = dict(features=emb, dense=dense) if mask_prompt else {}
         low, iou = ops.cached_mask_decoder(tokens, c.x0, c.pe, c.k0, c.v0, c.q0, c.packed, fd._dims, c.hw,

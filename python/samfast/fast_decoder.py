@@ -152,8 +152,7 @@ class FastMaskDecoder:
         dt = dec.iou_token.weight.dtype
         sparse = sparse.to(dt)
         B = sparse.shape[0]
-        out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
-        tokens = torch.cat([out_tokens.unsqueeze(0).expand(B, -1, -1), sparse], dim=1)  # [B, T, C]
+        tokens = dec.assemble_tokens(sparse)  # [B, T, C]
         if cache.packed is not None and self._whole_kernel_ok(cache):
             return ops.cached_mask_decoder(tokens, cache.x0, cache.pe, cache.k0, cache.v0, cache.q0, cache.packed,
                                            self._dims, cache.hw, multimask_output, self.tr.norm_final_attn.eps,

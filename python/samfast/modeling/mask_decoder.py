@@ -54,10 +54,14 @@ class MaskDecoder(nn.Module):
         sl = slice(1, None) if multimask_output else slice(0, 1)
         return masks[:, sl], iou_pred[:, sl]
 
-    def predict_masks(self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings):
+    def assemble_tokens(self, sparse_prompt_embeddings: torch.Tensor) -> torch.Tensor:
+        """BxNxC sparse prompt embeddings -> Bx(1+M+N)xC tokens: IoU token, M mask tokens, the prompts."""
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         output_tokens = output_tokens.unsqueeze(0).expand(sparse_prompt_embeddings.size(0), -1, -1)
-        tokens = torch.cat((output_tokens, sparse_prompt_embeddings), dim=1)
+        return torch.cat((output_tokens, sparse_prompt_embeddings), dim=1)
+
+    def predict_masks(self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings):
+        tokens = self.assemble_tokens(sparse_prompt_embeddings)
         return self.decode_tokens(tokens, image_embeddings, image_pe, dense_prompt_embeddings)
 
     def decode_tokens(self, tokens, image_embeddings, image_pe, dense_prompt_embeddings):

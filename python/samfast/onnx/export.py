@@ -109,8 +109,7 @@ class SamOnnxDecoder(nn.Module):
         Same computation as `MaskDecoder.predict_masks` with the fused mask head written out in
         nn modules (so `gelu_approximate` reaches every GELU and no custom op is traced)."""
         dec = self.mask_decoder
-        tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
-        tokens = torch.cat([tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1), sparse], dim=1)
+        tokens = dec.assemble_tokens(sparse)
         src = image_embeddings + dense
         b, c, h, w = src.shape
         pos = self.image_pe.expand(b, -1, -1, -1)
