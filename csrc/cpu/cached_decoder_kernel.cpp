@@ -367,6 +367,7 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   m.B = B; m.h = a.h; m.w = a.w; m.C = C; m.C1 = d.C1; m.C2 = d.C2; m.M = K;
   m.src = x; m.w1 = p.up1.w; m.b1 = p.up1.b; m.ln_w = p.up_ln.w; m.ln_b = p.up_ln.b;
   m.w2 = p.up2.w; m.b2 = p.up2.b; m.hyper = hyper.p; m.out = a.masks; m.eps = a.eps2d;
+  m.prepacked = p.mask_head;
   mask_head_cpu(m);
 }
 

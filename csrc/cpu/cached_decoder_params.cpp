@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <string>
 
+#include "cpu/mask_head_kernel.h"
 #include "cpu/small_gemm.h"
 #include "tensor_ref.h"
 
@@ -92,6 +93,7 @@ DecoderParams bind_params(const DecoderDims& d, const float* packed) {
     }
     off += entry_numel(k, out, in);
   });
+  p.mask_head = packed + off;
   return p;
 }
 
@@ -108,7 +110,7 @@ std::vector<ParamEntry> decoder_param_entries(const DecoderDims& d) {
 int64_t decoder_packed_numel(const DecoderDims& d) {
   int64_t n = 0;
   for (const auto& e : decoder_param_entries(d)) n += entry_numel(e.kind, e.out, e.in);
-  return n;
+  return n + mask_head_packed_numel(d.C, d.C1, d.C2);
 }
 
 void pack_decoder_params(const DecoderDims& d, const std::vector<const float*>& weights, float* packed) {
@@ -140,6 +142,12 @@ void pack_decoder_params(const DecoderDims& d, const std::vector<const float*>& 
     }
     dst += entry_numel(E.kind, E.out, E.in);
   }
+  // the mask head's GEMM panels, so cached_decoder_cpu does not repack them per call
+  const DecoderParams p = bind_params(d, packed);
+  MaskHeadArgs m;
+  m.C = d.C; m.C1 = d.C1; m.C2 = d.C2;
+  m.w1 = p.up1.w; m.b1 = p.up1.b; m.ln_w = p.up_ln.w; m.ln_b = p.up_ln.b; m.w2 = p.up2.w; m.b2 = p.up2.b;
+  pack_mask_head(m, dst);
 }
 
 }  // namespace samfast::cpu

@@ -38,6 +38,7 @@ struct DecoderParams {
   AttnP final_attn;
   Slot nf, iou[3], up1, up_ln, up2;
   std::vector<Slot> hyper;  // [M * 3]
+  const float* mask_head = nullptr;  // up1 / up_ln / up2 repacked by pack_mask_head (after the entries)
 };
 
 // Checks dims (throws ShapeError) and binds every entry of `packed` (laid out by pack_decoder_params).

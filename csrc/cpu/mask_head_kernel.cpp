@@ -22,9 +22,10 @@ namespace {
 constexpr int64_t kNR = 16;    // panel width: two 8-float vectors
 constexpr int64_t kTile = 24;  // pixels per tile (4 register tiles of 6 rows; 12..48 measured equal)
 
+// The kernel's view of the weights: ConvT panels, padded biases, LayerNorm (all 64-byte aligned).
 struct Packed {
   int64_t C, C1, C2, N1p, N2p;
-  AlignedFloats w1p, b1p, w2p, b2p, lnw, lnb;
+  const float *w1p, *b1p, *w2p, *b2p, *lnw, *lnb;
 };
 
 inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
@@ -89,7 +90,7 @@ void ln_gelu_base(const float* T, int64_t P, const Packed& pk, float eps, float*
       mean /= float(C1);
       for (int64_t c = 0; c < C1; ++c) var += (x[c] - mean) * (x[c] - mean);
       const float rstd = 1.f / std::sqrt(var / float(C1) + eps);
-      for (int64_t c = 0; c < C1; ++c) y[c] = gelu_exact((x[c] - mean) * rstd * pk.lnw.p[c] + pk.lnb.p[c]);
+      for (int64_t c = 0; c < C1; ++c) y[c] = gelu_exact((x[c] - mean) * rstd * pk.lnw[c] + pk.lnb[c]);
     }
 }
 
@@ -179,7 +180,7 @@ SAMFAST_AVX2 void ln_gelu_avx2(const float* T, int64_t P, const Packed& pk, floa
     const __m256 rstd = _mm256_div_ps(_mm256_set1_ps(1.f), _mm256_sqrt_ps(var));
     for (int64_t c = 0; c < C1; c += 8) {
       const __m256 d = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + c), mean), rstd);
-      const __m256 v = _mm256_fmadd_ps(d, _mm256_load_ps(pk.lnw.p + c), _mm256_load_ps(pk.lnb.p + c));
+      const __m256 v = _mm256_fmadd_ps(d, _mm256_load_ps(pk.lnw + c), _mm256_load_ps(pk.lnb + c));
       _mm256_storeu_ps(y + c, gelu_avx2(v));
     }
   }
@@ -311,7 +312,7 @@ SAMFAST_AVX512 void ln_gelu_avx512(const float* T, int64_t P, const Packed& pk, 
     const __m512 rstd = _mm512_set1_ps(1.f / std::sqrt(_mm512_reduce_add_ps(vs) * inv_n + eps));
     for (int64_t c = 0; c < C1; c += 16) {
       const __m512 d = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + c), mean), rstd);
-      const __m512 v = _mm512_fmadd_ps(d, _mm512_loadu_ps(pk.lnw.p + c), _mm512_loadu_ps(pk.lnb.p + c));
+      const __m512 v = _mm512_fmadd_ps(d, _mm512_loadu_ps(pk.lnw + c), _mm512_loadu_ps(pk.lnb + c));
       _mm512_storeu_ps(y + c, gelu_avx512(v));
     }
   }
@@ -328,11 +329,11 @@ void run_tile(const float* A, int64_t P, int64_t q0, const MaskHeadArgs& args, c
 #if SAMFAST_X86
   if (avx2) {
     const auto gemm = avx512 ? gemm_avx512 : gemm_avx2;
-    gemm(A, C, P, C, pk.w1p.p, pk.N1p, pk.b1p.p, T, pk.N1p, false);
+    gemm(A, C, P, C, pk.w1p, pk.N1p, pk.b1p, T, pk.N1p, false);
     if (avx512 && C1 % 16 == 0) ln_gelu_avx512(T, P, pk, args.eps, T2);
     else if (C1 % 8 == 0) ln_gelu_avx2(T, P, pk, args.eps, T2);
     else ln_gelu_base(T, P, pk, args.eps, T2);
-    gemm(T2, C1, 4 * P, C1, pk.w2p.p, pk.N2p, pk.b2p.p, U, pk.N2p, true);
+    gemm(T2, C1, 4 * P, C1, pk.w2p, pk.N2p, pk.b2p, U, pk.N2p, true);
     if (pk.C2 % 8 == 0) hyper_avx2(U, P, q0, args.h, args.w, pk, hyp, args.M, out);
     else hyper_base(U, P, q0, args.h, args.w, pk, hyp, args.M, out);
     return;
@@ -340,9 +341,9 @@ void run_tile(const float* A, int64_t P, int64_t q0, const MaskHeadArgs& args, c
 #endif
   (void)avx2;
   (void)avx512;
-  gemm_base(A, C, P, C, pk.w1p.p, pk.N1p, pk.b1p.p, T, pk.N1p, false);
+  gemm_base(A, C, P, C, pk.w1p, pk.N1p, pk.b1p, T, pk.N1p, false);
   ln_gelu_base(T, P, pk, args.eps, T2);
-  gemm_base(T2, C1, 4 * P, C1, pk.w2p.p, pk.N2p, pk.b2p.p, U, pk.N2p, true);
+  gemm_base(T2, C1, 4 * P, C1, pk.w2p, pk.N2p, pk.b2p, U, pk.N2p, true);
   hyper_base(U, P, q0, args.h, args.w, pk, hyp, args.M, out);
 }
 
@@ -374,28 +375,61 @@ void mask_head_impl(const MaskHeadArgs& a, const Packed& pk, const float* hyper_
   }
 }
 
+// Offsets (floats, multiples of 16) of the packed arrays for (C, C1, C2), from an aligned base.
+struct PackLayout {
+  int64_t N1p, N2p, w1p, b1p, w2p, b2p, lnw, lnb, end;
+  PackLayout(int64_t C, int64_t C1, int64_t C2) {
+    N1p = round_up(4 * C1, kNR);
+    N2p = round_up(4 * C2, kNR);
+    w1p = 0;
+    b1p = w1p + round_up(N1p * C, 16);
+    w2p = b1p + round_up(N1p, 16);
+    b2p = w2p + round_up(N2p * C1, 16);
+    lnw = b2p + round_up(N2p, 16);
+    lnb = lnw + round_up(C1, 16);
+    end = lnb + round_up(C1, 16);
+  }
+};
+
+float* align64(float* p) {
+  return reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t{63});
+}
+
+Packed bind_packed(const MaskHeadArgs& a, const float* base /* 64-byte aligned */) {
+  const PackLayout L(a.C, a.C1, a.C2);
+  return Packed{a.C, a.C1, a.C2, L.N1p, L.N2p, base + L.w1p, base + L.b1p, base + L.w2p, base + L.b2p,
+                base + L.lnw, base + L.lnb};
+}
+
 }  // namespace
+
+int64_t mask_head_packed_numel(int64_t C, int64_t C1, int64_t C2) { return PackLayout(C, C1, C2).end + 16; }
+
+void pack_mask_head(const MaskHeadArgs& a, float* dst) {
+  const PackLayout L(a.C, a.C1, a.C2);
+  float* base = align64(dst);
+  pack_convt(a.w1, a.C, a.C1, L.N1p, a.bf16, base + L.w1p);
+  pack_convt(a.w2, a.C1, a.C2, L.N2p, a.bf16, base + L.w2p);
+  pack_bias(a.b1, a.C1, L.N1p, a.bf16, base + L.b1p);
+  pack_bias(a.b2, a.C2, L.N2p, a.bf16, base + L.b2p);
+  for (int64_t c = 0; c < a.C1; ++c) {
+    base[L.lnw + c] = load_elem(a.ln_w, c, a.bf16);
+    base[L.lnb + c] = load_elem(a.ln_b, c, a.bf16);
+  }
+}
 
 void mask_head_cpu(const MaskHeadArgs& a) {
   if (a.B == 0 || a.h == 0 || a.w == 0 || a.M == 0) return;
-  Packed pk;
-  pk.C = a.C; pk.C1 = a.C1; pk.C2 = a.C2;
-  pk.N1p = round_up(4 * a.C1, kNR);
-  pk.N2p = round_up(4 * a.C2, kNR);
-  pk.w1p.alloc(pk.N1p * a.C);
-  pk.b1p.alloc(pk.N1p);
-  pk.w2p.alloc(pk.N2p * a.C1);
-  pk.b2p.alloc(pk.N2p);
-  pk.lnw.alloc(a.C1);
-  pk.lnb.alloc(a.C1);
-  pack_convt(a.w1, a.C, a.C1, pk.N1p, a.bf16, pk.w1p.p);
-  pack_convt(a.w2, a.C1, a.C2, pk.N2p, a.bf16, pk.w2p.p);
-  pack_bias(a.b1, a.C1, pk.N1p, a.bf16, pk.b1p.p);
-  pack_bias(a.b2, a.C2, pk.N2p, a.bf16, pk.b2p.p);
-  for (int64_t c = 0; c < a.C1; ++c) {
-    pk.lnw.p[c] = load_elem(a.ln_w, c, a.bf16);
-    pk.lnb.p[c] = load_elem(a.ln_b, c, a.bf16);
+  AlignedFloats own;
+  const float* base;
+  if (a.prepacked) {
+    base = align64(const_cast<float*>(a.prepacked));
+  } else {
+    own.alloc(mask_head_packed_numel(a.C, a.C1, a.C2), false);
+    pack_mask_head(a, own.p);
+    base = align64(own.p);
   }
+  const Packed pk = bind_packed(a, base);
   AlignedFloats hyper;
   hyper.alloc(a.B * a.M * a.C2);
   for (int64_t i = 0; i < a.B * a.M * a.C2; ++i) hyper.p[i] = load_elem(a.hyper, i, a.bf16);

@@ -19,7 +19,14 @@ struct MaskHeadArgs {
   void* out = nullptr;          // [B, M, 4h, 4w]
   bool bf16 = false;            // all tensors bfloat16 (else float32); math is fp32 either way
   float eps = 1e-6f;
+  const float* prepacked = nullptr;  // optional: pack_mask_head's output for these weights (w1 .. b2 are then
+                                     // not read); saves the per-call repack
 };
+
+// Floats pack_mask_head writes for (C, C1, C2) (alignment slack included: dst needs no alignment).
+int64_t mask_head_packed_numel(int64_t C, int64_t C1, int64_t C2);
+// Repacks a's ConvT weights / biases and LayerNorm parameters (a.bf16 says their dtype) into dst.
+void pack_mask_head(const MaskHeadArgs& a, float* dst);
 
 // All pointers contiguous, same dtype. Uses OpenMP over (batch, pixel tiles) and AVX-512F or AVX2+FMA
 // GEMMs picked at run time (SAMFAST_SIMD=avx2 caps at AVX2, =baseline forces the portable path).
