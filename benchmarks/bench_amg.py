@@ -11,7 +11,7 @@ random weights (and low thresholds, so masks survive and post-processing does re
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import os
 import platform
 import statistics
@@ -25,18 +25,9 @@ import samfast
 from samfast import ops
 from samfast.utils import amg as samfast_amg
 
+from bench_common import median_s, write_json
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-
-
-def median_time(fn, repeats, warmup=1):
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
 
 
 def build_models(args):
@@ -108,7 +99,7 @@ def bench_ops(args, h, w):
     res = {}
 
     def pair(name, official, ours):
-        t_off, t_ours = median_time(official, rep), median_time(ours, rep)
+        t_off, t_ours = median_s(official, rep, warmup=1), median_s(ours, rep, warmup=1)
         res[name] = {"official_ms": 1e3 * t_off, "samfast_ms": 1e3 * t_ours, "speedup": t_off / t_ours}
 
     # The per-batch mask pass: low-res logits -> image-size logits (two bilinear steps) -> stability
@@ -145,7 +136,7 @@ def bench_ops(args, h, w):
     except ImportError:
         pass
     try:
-        from pycocotools import mask as mask_utils  # noqa: F401
+        importlib.import_module("pycocotools.mask")  # the coco ops below need it
 
         # from list-count RLEs (both pay the Python-int conversion) ...
         pair("coco_rle", lambda: [A.coco_encode_rle(x) for x in rles], lambda: samfast_amg.coco_encode_rles(rles))
@@ -196,9 +187,7 @@ def main(argv=None):
             r = e2e[k]
             print(f"  {k:8s} {r['s_per_image']:.3f} s/image  {r['masks']} masks  {r['masks_per_s']:.1f} masks/s")
         print(f"  speedup x{e2e['speedup']:.2f}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    write_json(args.json, result, indent=2)
     return result
 
 

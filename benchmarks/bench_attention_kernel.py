@@ -11,15 +11,15 @@ head_dim 64): the global block and the 14x14-window block.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import statistics
 import time
 
 import torch
 
 from samfast import _C, ops
+
+from bench_common import median_wall_cpu_s, write_json
 
 SHAPES = {  # name: (B, H, W, num_heads, head_dim, window_size)
     "vit_b_global": (1, 64, 64, 12, 64, 0),
@@ -45,19 +45,6 @@ def flops(B, H, W, nh, hd, ws):
     nwin = math.ceil(H / ws) * math.ceil(W / ws)
     n = ws * ws
     return 4.0 * B * nwin * nh * n * n * hd
-
-
-def bench(fn, repeats, warmup=2):
-    """Median wall time and median process CPU time (all threads) per call, in seconds."""
-    for _ in range(warmup):
-        fn()
-    ts, cs = [], []
-    for _ in range(repeats):
-        c0, t0 = time.process_time(), time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-        cs.append(time.process_time() - c0)
-    return statistics.median(ts), statistics.median(cs)
 
 
 def main():
@@ -98,11 +85,11 @@ def main():
             # bf16: fp32 math + one final rounding, so within the reference's error (+ half a bf16 ulp)
             tol = 1e-5 if dtype == torch.float32 else 2 * err_r + 4e-3
             status = "OK" if err_k <= tol else "MISMATCH"
-            t_k, c_k = bench(lambda: ops._rel_pos_attention_op(qkv, bias, rh, rw, nh, ws), args.repeats)
+            t_k, c_k = median_wall_cpu_s(lambda: ops._rel_pos_attention_op(qkv, bias, rh, rw, nh, ws), args.repeats)
             if t_first > 5.0:  # torch's CPU bf16 bmm can take minutes: keep the single timed run
                 t_r, c_r = t_first, c_first
             else:
-                t_r, c_r = bench(run_ref, max(3, args.repeats // 2), warmup=1)
+                t_r, c_r = median_wall_cpu_s(run_ref, max(3, args.repeats // 2), warmup=1)
             row = dict(shape=name, dtype=dname, ref_kind="native" if native else "fp32-upcast", B=B, H=H, W=W, heads=nh, head_dim=hd, window=ws,
                        kernel_ms=t_k * 1e3, ref_ms=t_r * 1e3, kernel_gflops=fl / t_k / 1e9,
                        ref_gflops=fl / t_r / 1e9, speedup=t_r / t_k, kernel_cpu_ms=c_k * 1e3, ref_cpu_ms=c_r * 1e3,
@@ -114,10 +101,7 @@ def main():
                   f"ref {t_r * 1e3:8.1f} ms {fl / t_r / 1e9:6.1f} GFLOP/s | x{t_r / t_k:5.2f} || cpu: kernel "
                   f"{fl / c_k / 1e9:5.1f} ref {fl / c_r / 1e9:5.1f} GFLOP/core-s x{c_r / c_k:5.2f} | "
                   f"err {err_k:.1e} (ref {err_r:.1e}) {status}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(build_info={k: v for k, v in info.items()}, results=results), f, indent=2)
-        print(f"wrote {args.json}")
+    write_json(args.json, dict(build_info={k: v for k, v in info.items()}, results=results), indent=2, announce=True)
     if any(r["ref_kind"] != "native" for r in results):
         print("* bf16 rows: reference timed on fp32-upcast inputs (--native-bf16-ref for torch's bf16 path)")
 

@@ -62,6 +62,13 @@ def guarded(group, name, variant, fn):
         ROWS.append({"group": group, "case": name, "variant": variant, "error": f"{type(e).__name__}: {e}"})
 
 
+def samfast_vs_torch(group, name, tag, kernel, reference, inputs, flops=None, nbytes=None, kernel_tag=None):
+    """Time `kernel` then `reference` on the same inputs: rows "samfast <kernel_tag or tag>" and
+    "torch-ref <tag>", each guarded (a failure is recorded and the next case runs)."""
+    for variant, fn in ((f"samfast {kernel_tag or tag}", kernel), (f"torch-ref {tag}", reference)):
+        guarded(group, name, variant, lambda: record(group, name, variant, time_cuda(fn, inputs), flops, nbytes))
+
+
 # ---- kernels -------------------------------------------------------------------------------------
 
 ATTN = [  # name, B, H, W, heads, hd, window
@@ -88,12 +95,9 @@ def bench_attention(dtypes, n_inputs):
                 q, b, rh, rw = inputs[0]
                 out = torch.empty(B, H, W, C, device="cuda", dtype=dt)
                 path = _C.rel_pos_attention_cuda_path(*[ops.tensor_ref(t) for t in (q, b, rh, rw, out)], heads, ws)
-            guarded("attention", name, f"samfast {tag} {path}", lambda: record(
-                "attention", name, f"samfast {tag} {path}",
-                time_cuda(lambda *a: ops._rel_pos_attention_op(*a, heads, ws), inputs), flops))
-            guarded("attention", name, f"torch-ref {tag}", lambda: record(
-                "attention", name, f"torch-ref {tag}",
-                time_cuda(lambda *a: ops.rel_pos_attention_reference(*a, heads, ws), inputs), flops))
+            samfast_vs_torch("attention", name, tag, lambda *a: ops._rel_pos_attention_op(*a, heads, ws),
+                             lambda *a: ops.rel_pos_attention_reference(*a, heads, ws), inputs, flops,
+                             kernel_tag=f"{tag} {path}")
 
 
 def bench_mask_head(dtypes, n_inputs):
@@ -110,10 +114,7 @@ def bench_mask_head(dtypes, n_inputs):
                         torch.randn(C2, device="cuda", dtype=dt), torch.randn(B, M, C2, device="cuda", dtype=dt))
             inputs = [mk() for _ in range(n_inputs)]
             tag = str(dt).replace("torch.", "")
-            guarded("mask_head", name, f"samfast {tag}", lambda: record(
-                "mask_head", name, f"samfast {tag}", time_cuda(ops._mask_head_op, inputs), flops))
-            guarded("mask_head", name, f"torch-ref {tag}", lambda: record(
-                "mask_head", name, f"torch-ref {tag}", time_cuda(ops.mask_head_reference, inputs), flops))
+            samfast_vs_torch("mask_head", name, tag, ops._mask_head_op, ops.mask_head_reference, inputs, flops)
 
 
 def bench_hypernet(dtypes, n_inputs):
@@ -131,10 +132,7 @@ def bench_hypernet(dtypes, n_inputs):
                         torch.randn(M, C2, device="cuda", dtype=dt))
             inputs = [mk() for _ in range(n_inputs)]
             tag = str(dt).replace("torch.", "")
-            guarded("hypernet", name, f"samfast {tag}", lambda: record(
-                "hypernet", name, f"samfast {tag}", time_cuda(ops._hypernet_mlps_op, inputs), flops))
-            guarded("hypernet", name, f"torch-ref {tag}", lambda: record(
-                "hypernet", name, f"torch-ref {tag}", time_cuda(ops.hypernet_mlps_reference, inputs), flops))
+            samfast_vs_torch("hypernet", name, tag, ops._hypernet_mlps_op, ops.hypernet_mlps_reference, inputs, flops)
 
 
 def bench_postprocess(dtypes, n_inputs):
@@ -148,15 +146,11 @@ def bench_postprocess(dtypes, n_inputs):
             for thr in (None, 0.0):
                 kind = "logits" if thr is None else "bool"
                 out_bytes = B * M * orig[0] * orig[1] * (1 if thr is not None else inputs[0][0].element_size())
-                guarded("postproc", name, f"samfast {tag} {kind}", lambda: record(
-                    "postproc", name, f"samfast {tag} {kind}",
-                    time_cuda(lambda m: ops._postprocess_masks_op(m, S, inp[0], inp[1], orig[0], orig[1],
-                                                                  thr or 0.0, thr is not None), inputs),
-                    nbytes=out_bytes))
-                guarded("postproc", name, f"torch-ref {tag} {kind}", lambda: record(
-                    "postproc", name, f"torch-ref {tag} {kind}",
-                    time_cuda(lambda m: ops.postprocess_masks_reference(m, S, inp, orig, thr), inputs),
-                    nbytes=out_bytes))
+                samfast_vs_torch("postproc", name, f"{tag} {kind}",
+                                 lambda m: ops._postprocess_masks_op(m, S, inp[0], inp[1], orig[0], orig[1],
+                                                                     thr or 0.0, thr is not None),
+                                 lambda m: ops.postprocess_masks_reference(m, S, inp, orig, thr), inputs,
+                                 nbytes=out_bytes)
 
 
 # ---- encoders ------------------------------------------------------------------------------------

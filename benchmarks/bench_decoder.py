@@ -15,16 +15,16 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import tempfile
-import time
 import warnings
 
 import numpy as np
 import torch
 
 import samfast
+
+from bench_common import median_ms, write_json
 
 
 def machine() -> dict:
@@ -36,18 +36,6 @@ def machine() -> dict:
     return {"cpu": model, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(),
             "simd": samfast._C.build_info()["simd_runtime"]}
-
-
-def timeit(fn, repeats: int, warmup: int = 2) -> float:
-    """Median wall time in ms."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def export_official_decoder(official_sam, path: str, orig_hw=(1500, 2250)) -> None:
@@ -110,8 +98,8 @@ def main(argv=None) -> dict:
     if not args.no_encoder:
         x = torch.randn(1, 3, 1024, 1024)
         with torch.no_grad():
-            t_off = timeit(lambda: official.image_encoder(x), args.encoder_repeats, warmup=1)
-            t_ours = timeit(lambda: ours.image_encoder(x), args.encoder_repeats, warmup=1)
+            t_off = median_ms(lambda: official.image_encoder(x), args.encoder_repeats, warmup=1)
+            t_ours = median_ms(lambda: ours.image_encoder(x), args.encoder_repeats, warmup=1)
         row("encoder fp32", official=t_off, samfast=t_ours)
         native_bf16 = samfast._C.cpu_features()["avx512bf16"]
         if args.bf16 or native_bf16:
@@ -119,7 +107,7 @@ def main(argv=None) -> dict:
                 warnings.simplefilter("ignore")
                 bf = samfast.load(args.arch, official.state_dict(), dtype=torch.bfloat16)
                 xb = x.to(torch.bfloat16)
-                t_bf = timeit(lambda: bf.image_encoder(xb), 1 if not native_bf16 else args.encoder_repeats,
+                t_bf = median_ms(lambda: bf.image_encoder(xb), 1 if not native_bf16 else args.encoder_repeats,
                               warmup=0 if not native_bf16 else 1)
             row("encoder samfast bf16", official=t_off, samfast=t_bf)
             # issue #3's bar for the bf16 path: masks agree with fp32 on > 99 % of pixels
@@ -179,17 +167,17 @@ def main(argv=None) -> dict:
         ("1 point + mask, single mask", dict(**point, mask_input=prev_mask, multimask_output=False),
          (np.array([[W * 0.4, H * 0.6], [0, 0]]), np.array([1, -1]), prev_mask)),
     ]:
-        ms = dict(official=timeit(lambda: po.predict(**kw), n), samfast=timeit(lambda: ps.predict(**kw), n))
+        ms = dict(official=median_ms(lambda: po.predict(**kw), n), samfast=median_ms(lambda: ps.predict(**kw), n))
         if ort_sess is not None and ort_in is not None:
             oc, ol, om = (*ort_in, None)[:3]
-            ms["onnxruntime"] = timeit(lambda: ort_run(oc, ol, mask=om), n)
+            ms["onnxruntime"] = median_ms(lambda: ort_run(oc, ol, mask=om), n)
             if ort_ours is not None:
-                ms["samfast_onnx"] = timeit(lambda: ort_run(oc, ol, sess=ort_ours, mask=om), n)
+                ms["samfast_onnx"] = median_ms(lambda: ort_run(oc, ol, sess=ort_ours, mask=om), n)
         row(name, **ms)
 
     # the same prompt through the op-by-op fast decoder (Python between the kernels), for comparison
     ps._fast_decoder.whole_decoder_kernel = False
-    ms = dict(samfast=timeit(lambda: ps.predict(**point, multimask_output=True), n))
+    ms = dict(samfast=median_ms(lambda: ps.predict(**point, multimask_output=True), n))
     ps._fast_decoder.whole_decoder_kernel = True
     row("1 point, multimask, op-by-op", **ms)
 
@@ -197,8 +185,8 @@ def main(argv=None) -> dict:
     boxes = torch.cat([boxes, boxes + torch.as_tensor(rng.uniform(0.1, 0.5, size=(64, 2)) * [W, H])], 1).float()
     bt = po.transform.apply_boxes_torch(boxes, (H, W))
     nb = max(3, n // 5)
-    ms = dict(official=timeit(lambda: po.predict_torch(None, None, boxes=bt, multimask_output=False), nb, 1) / 64,
-              samfast=timeit(lambda: ps.predict_torch(None, None, boxes=bt, multimask_output=False), nb, 1) / 64)
+    ms = dict(official=median_ms(lambda: po.predict_torch(None, None, boxes=bt, multimask_output=False), nb, 1) / 64,
+              samfast=median_ms(lambda: ps.predict_torch(None, None, boxes=bt, multimask_output=False), nb, 1) / 64)
     if ort_sess is not None:
         bnp = boxes.numpy()
 
@@ -206,13 +194,11 @@ def main(argv=None) -> dict:
             for b in bnp:
                 ort_run(b.reshape(2, 2), np.array([2, 3]), sess)
 
-        ms["onnxruntime"] = timeit(ort_loop, max(2, nb // 2), 1) / 64
+        ms["onnxruntime"] = median_ms(ort_loop, max(2, nb // 2), 1) / 64
         if ort_ours is not None:
-            ms["samfast_onnx"] = timeit(lambda: ort_loop(ort_ours), max(2, nb // 2), 1) / 64
+            ms["samfast_onnx"] = median_ms(lambda: ort_loop(ort_ours), max(2, nb // 2), 1) / 64
     row("64 boxes, per prompt", **ms)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+    write_json(args.json, results, indent=1)
     return results
 
 

@@ -12,28 +12,16 @@ level this CPU has (SAMFAST_SIMD caps it) and with the PyTorch reference; prints
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
-import time
 
 import torch
 
 import samfast.ops as ops
 from samfast import _C
 
+from bench_common import median_ms, write_json
+
 N, C, H, T = 4096, 256, 8, 7
-
-
-def timeit(fn, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts) * 1e3
 
 
 def rel(a, b) -> float:
@@ -85,10 +73,10 @@ def main(argv=None):
                 os.environ["SAMFAST_SIMD"] = level
                 out = fn(*a)
                 row[f"{level}_rel_err"] = rel(out[:k] if k else out, ref)
-                ms = timeit(lambda: fn(*a), args.repeats)
+                ms = median_ms(lambda: fn(*a), args.repeats)
                 row[f"{level}_ms"], row[f"{level}_gflops"] = ms, flops / ms / 1e6
             with ops.backend("reference"):
-                row["torch_ms"] = timeit(lambda: ref_fn(*a), max(3, args.repeats // 2))
+                row["torch_ms"] = median_ms(lambda: ref_fn(*a), max(3, args.repeats // 2))
             results["rows"].append(row)
             best = simd_levels()[-1]
             print(f"{name:16s} B={B:2d}  " + "  ".join(
@@ -99,9 +87,7 @@ def main(argv=None):
         os.environ.pop("SAMFAST_SIMD", None)
     else:
         os.environ["SAMFAST_SIMD"] = old
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    write_json(args.json, results, indent=2)
     return results
 
 

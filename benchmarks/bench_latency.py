@@ -10,13 +10,14 @@ postprocessing included) and peak memory. Same options as `samfast bench`:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import torch
 
 from samfast import benchmark
 from samfast.cli import _image_size, _run, add_bench_args
+
+from bench_common import write_json
 
 
 def main(argv=None) -> int:
@@ -43,10 +44,7 @@ def main(argv=None) -> int:
             progress=not args.no_progress, log=lambda s: print(s, file=sys.stderr))
         res["settings"]["seed"] = args.seed
         print(benchmark.format_table(res))
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(res, f, indent=1)
-            print(f"wrote {args.json}")
+        write_json(args.json, res, indent=1, announce=True)
         if args.plot:
             benchmark.plot(res, args.plot)
             print(f"wrote {args.plot}")

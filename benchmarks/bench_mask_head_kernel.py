@@ -10,15 +10,15 @@ Every config is first checked against the reference, then timed (median of --rep
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import time
 
 import torch
 
 import samfast.ops as ops
 from samfast import _C
+
+from bench_common import time_calls, write_json
 
 C, C1, C2, H = 256, 64, 32, 64
 
@@ -29,14 +29,7 @@ CPU_TIMES = {}  # fn id -> median process CPU ms per call (all threads; robust t
 
 def timeit(fn, repeats: int, warmup: int = 2) -> float:
     """Median wall time in ms (min wall -> MIN_TIMES[id(fn)], median CPU time -> CPU_TIMES[id(fn)])."""
-    for _ in range(warmup):
-        fn()
-    ts, cs = [], []
-    for _ in range(repeats):
-        c0, t0 = time.process_time(), time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-        cs.append(time.process_time() - c0)
+    ts, cs = time_calls(fn, repeats, warmup)
     MIN_TIMES[id(fn)] = min(ts) * 1e3
     CPU_TIMES[id(fn)] = statistics.median(cs) * 1e3
     return statistics.median(ts) * 1e3
@@ -125,10 +118,7 @@ def main():
     for dtype in dtypes:
         for binarize in (False, True):
             bench_postprocess(binarize, dtype, a.repeats, results)
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(dict(build=info, results=results), f, indent=1)
-        print(f"wrote {a.json}")
+    write_json(a.json, dict(build=info, results=results), indent=1, announce=True)
 
 
 if __name__ == "__main__":

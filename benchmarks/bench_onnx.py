@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import tempfile
 import time
 from typing import Dict, Optional, Sequence, Tuple
@@ -24,16 +23,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-
-def _median_ms(fn, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(ts)
+from bench_common import median_ms, write_json
 
 
 def time_onnx_decoders(model_samfast, model_official, repeats: int, image_hw: Tuple[int, int] = (1500, 2250),
@@ -94,13 +84,13 @@ def time_onnx_decoders(model_samfast, model_official, repeats: int, image_hw: Tu
 
     cases: Dict[str, Dict[str, float]] = {"1 point": {}, "64 boxes, per prompt": {}, "64 boxes, total": {}}
     for name, sess in sessions.items():
-        cases["1 point"][name] = _median_ms(lambda: sess.run(None, point), repeats)
+        cases["1 point"][name] = median_ms(lambda: sess.run(None, point), repeats)
 
         def loop():
             for f in boxes:
                 sess.run(None, f)
 
-        total = _median_ms(loop, max(1, repeats // 10), warmup=0)  # warm from the 1-point runs
+        total = median_ms(loop, max(1, repeats // 10), warmup=0)  # warm from the 1-point runs
         cases["64 boxes, total"][name] = total
         cases["64 boxes, per prompt"][name] = total / 64
     for row in cases.values():
@@ -136,10 +126,7 @@ def main(argv=None) -> dict:
         print(f"{name:22s} official_onnx={row['official_onnx']:9.2f} ms  samfast_onnx={row['samfast_onnx']:9.2f} ms"
               f"  official/samfast={row['official/samfast']:.2f}x")
     print("max rel diff vs official:", json.dumps(res["max_rel_diff"]))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=1)
-        print(f"wrote {args.json}")
+    write_json(args.json, res, indent=1, announce=True)
     return res
 
 
