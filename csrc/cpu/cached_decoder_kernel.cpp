@@ -198,12 +198,13 @@ ImageToTokenArgs i2t_prepare(const Ctx& c, const AttnP& a, const Slot& norm, con
   const int64_t Cq = q0 ? Di : C;
   std::fill(w.u.p, w.u.p + B * Cq * HT, 0.f);
   std::fill(w.cb.p, w.cb.p + B * HT, 0.f);
-  if (q0) {  // u[b, h*dh + d, t*H + h] = kh[b, t, h*dh + d] / sqrt(dh)
+  if (q0) {  // u[b, h*dh + d, t*H + h] = kh[b, t, h*dh + d] / sqrt(dh), also given as ut = kh / sqrt(dh)
+    for (int64_t i = 0; i < R * Di; ++i) w.ut.p[i] = kh[i] * scale;
     for (int64_t b = 0; b < B; ++b)
       for (int64_t t = 0; t < T; ++t)
         for (int64_t h = 0; h < H; ++h)
           for (int64_t d = 0; d < dh; ++d)
-            w.u.p[(b * Di + h * dh + d) * HT + t * H + h] = kh[(b * T + t) * Di + h * dh + d] * scale;
+            w.u.p[(b * Di + h * dh + d) * HT + t * H + h] = w.ut.p[(b * T + t) * Di + h * dh + d];
   } else {  // ut[b, t*H + h] = Wq_h^T kh[b, t, h]; u = ut^T / sqrt(dh); cb = bq_h . kh / sqrt(dh)
     std::fill(w.ut.p, w.ut.p + B * HT * C, 0.f);
     for (int64_t b = 0; b < B; ++b)
@@ -230,6 +231,7 @@ ImageToTokenArgs i2t_prepare(const Ctx& c, const AttnP& a, const Slot& norm, con
   ia.q_in = q0 ? q0 : x; ia.q_add = q0 ? nullptr : pe;
   ia.u = w.u.p; ia.cb = w.cb.p; ia.r = w.r.p; ia.out_bias = a.o.b; ia.residual = x;
   ia.ln_w = norm.w; ia.ln_b = norm.b; ia.out = x_out; ia.eps = c.eps;
+  if (q0) ia.k_heads = w.ut.p;  // u is block diagonal: per-head scores
   return ia;
 }
 
@@ -288,7 +290,7 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   T2iBufs tw{qh.p, o.p, u, z};
   AlignedFloats u_i, ut_i, cb_i, r_i;  // image->token operands: live while its fused pass runs
   u_i.alloc(B * std::max(C, Di) * H * T, false);  // [B, Cq, H*T], Cq = Di (cached layer 0) or C
-  ut_i.alloc(B * H * T * C, false);
+  ut_i.alloc(B * T * std::max(H * C, Di), false);
   cb_i.alloc(B * H * T, false);
   r_i.alloc(B * H * T * C, false);
   I2tBufs iw{kh_buf.p, vh_buf.p, ut_i, u_i, cb_i, r_i};

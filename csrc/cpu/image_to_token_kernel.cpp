@@ -48,6 +48,46 @@ SAMFAST_AVX2 void softmax_heads8_avx2(float* s, int64_t T) {
   const __m256 inv = _mm256_div_ps(_mm256_set1_ps(1.f), sum);
   for (int64_t t = 0; t < T; ++t) _mm256_storeu_ps(s + 8 * t, _mm256_mul_ps(_mm256_loadu_ps(s + 8 * t), inv));
 }
+
+// In-place 8x8 transpose: r[i][j] <- r[j][i].
+SAMFAST_AVX2 inline void transpose8_avx2(__m256* r) {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+    r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+  }
+}
+
+// Block-diagonal scores of one row for H = 8: s[t*8 + h] += q[h*dh : (h+1)*dh] . k[t, h*dh : (h+1)*dh], t < T.
+// kp: the keys as [T/8 chunks][8 heads][dh][8 tokens] (zero past T): per head an FMA chain over d whose 8
+// lanes are the chunk's tokens (the same products, in the same order, as the dense GEMM over u), then an
+// 8x8 transpose gives each token's 8 head scores as one vector (the score layout).
+SAMFAST_AVX2 void scores_heads8_avx2(const float* q, int64_t dh, const float* kp, int64_t T, float* s) {
+  for (int64_t c0 = 0; c0 < T; c0 += 8) {
+    const float* kc = kp + c0 * 8 * dh;
+    __m256 acc[8];
+    for (int h = 0; h < 8; ++h) {
+      const float* qh = q + h * dh;
+      const float* kh = kc + h * dh * 8;
+      __m256 a = _mm256_setzero_ps();
+      for (int64_t d = 0; d < dh; ++d) a = _mm256_fmadd_ps(_mm256_broadcast_ss(qh + d), _mm256_load_ps(kh + d * 8), a);
+      acc[h] = a;
+    }
+    transpose8_avx2(acc);
+    for (int64_t t = c0; t < std::min(T, c0 + 8); ++t)
+      _mm256_storeu_ps(s + t * 8, _mm256_add_ps(_mm256_loadu_ps(s + t * 8), acc[t - c0]));
+  }
+}
 #endif
 
 void softmax_heads(Isa isa, float* s, int64_t H, int64_t T, int64_t HTp) {
@@ -80,6 +120,8 @@ struct Packed {
   AlignedFloats cb;  // [B, HTp]
   AlignedFloats r;   // [B, HT, Cp]
   AlignedFloats ob;  // [Cp] out_bias, zero padded
+  AlignedFloats kp;  // k_heads as [B][T/8 chunks][8 heads][dh][8 tokens] (set when the per-head scores run)
+  int64_t kp_batch = 0;
 };
 
 struct TileBufs {
@@ -100,8 +142,16 @@ void run_tile(const ImageToTokenArgs& a, const Packed& pk, int64_t b, int64_t n0
   // scores
   float* S = buf.s.p;
   for (int64_t i = 0; i < R; ++i) std::memcpy(S + i * HTp, pk.cb.p + b * HTp, HTp * sizeof(float));
-  const float* U = pk.u.p + b * Cq * HTp;
-  gemm(isa, Q, Cq, R, Cq, U, HTp, HTp, S, HTp);
+#if SAMFAST_X86
+  if (pk.kp.p) {
+    for (int64_t i = 0; i < R; ++i)
+      scores_heads8_avx2(Q + i * Cq, Cq / 8, pk.kp.p + b * pk.kp_batch, T, S + i * HTp);
+  } else
+#endif
+  {
+    const float* U = pk.u.p + b * Cq * HTp;
+    gemm(isa, Q, Cq, R, Cq, U, HTp, HTp, S, HTp);
+  }
   // per-head softmax over the T tokens; columns are token-major (j = t*H + h), so with H = 8 each
   // token's 8 head scores are one AVX2 vector and the softmax runs across heads in parallel
   for (int64_t i = 0; i < R; ++i) softmax_heads(isa, S + i * HTp, a.H, T, HTp);
@@ -149,6 +199,17 @@ ImageToTokenRows::ImageToTokenRows(const ImageToTokenArgs& a) : impl_(new Impl) 
       std::memcpy(pk.r.p + (b * pk.HT + j) * pk.Cp, a.r + (b * pk.HT + j) * a.C, a.C * sizeof(float));
   }
   std::memcpy(pk.ob.p, a.out_bias, a.C * sizeof(float));
+  if (a.k_heads && a.H == 8 && a.Cq % 8 == 0 && m.isa != Isa::Base) {
+    const int64_t dh = a.Cq / 8, nc = (a.T + 7) / 8;
+    pk.kp_batch = nc * 8 * dh * 8;
+    pk.kp.alloc(a.B * pk.kp_batch);  // zeroed: tokens past T
+    for (int64_t b = 0; b < a.B; ++b)
+      for (int64_t t = 0; t < a.T; ++t)
+        for (int64_t h = 0; h < 8; ++h)
+          for (int64_t d = 0; d < dh; ++d)
+            pk.kp.p[b * pk.kp_batch + (((t / 8) * 8 + h) * dh + d) * 8 + t % 8] =
+                a.k_heads[(b * a.T + t) * a.Cq + h * dh + d];
+  }
 }
 
 ImageToTokenRows::~ImageToTokenRows() = default;

@@ -24,6 +24,10 @@ struct ImageToTokenArgs {
   float* out = nullptr;             // [B, N, C]; may alias residual / q_in of batch size B (a tile's rows
                                     // are read before they are written)
   float eps = 1e-5f;
+  // Optional block-diagonal scores (cached layer 0, where u[b, h*dh + d, t*H + h] = k_heads[b, t, h*dh + d]
+  // and every other entry of u is 0): with H == 8 and AVX2, the scores are formed per head from these
+  // [B, T, Cq] keys (dh = Cq / H MACs per score instead of Cq); u must still be given (portable path).
+  const float* k_heads = nullptr;
 };
 
 // All pointers contiguous float32. OpenMP over (batch, row tiles); AVX-512F / AVX2+FMA GEMMs picked at
