@@ -58,15 +58,11 @@ void gemm_wt(const Ctx& c, const Slot& L, const float* A, int64_t lda, int64_t R
   }
 }
 
-void add(const float* a, const float* b, float* out, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
-}
-
 // q = LayerNorm(q + a) row by row ([rows, C]).
 void add_norm(const Ctx& c, float* q, const float* a, int64_t rows, const Slot& n) {
   for (int64_t r = 0; r < rows; ++r) {
     float* row = q + r * c.C;
-    if (a) add(row, a + r * c.C, row, c.C);
+    if (a) add(c.isa, row, a + r * c.C, row, c.C);
     layer_norm_row(c.isa, row, c.C, c.C, n.w, n.b, c.eps, row);
   }
 }
@@ -303,7 +299,7 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   self_attention(c, L0.self_attn, q.p, q.p, q.p, T, tmp.p, scratch.p);
   std::memcpy(q.p, tmp.p, R * C * sizeof(float));
   add_norm(c, q.p, nullptr, R, L0.n1);
-  add(q.p, P, qpe, R * C);
+  add(c.isa, q.p, P, qpe, R * C);
   if (a.dense) {  // mask prompt: the image side differs per prompt, no layer-0 cache
     t2i_fold(c, L0.t2i, qpe, T, tw);
     t2i_attend(c, T, xd.p, B, a.pe, N, tw);
@@ -315,16 +311,16 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   linear(c, L0.mlp1, q.p, C, R, hid.p, d.Mlp, true);
   linear(c, L0.mlp2, hid.p, d.Mlp, R, tmp.p, C);
   add_norm(c, q.p, tmp.p, R, L0.n3);
-  add(q.p, P, qt, R * C);
+  add(c.isa, q.p, P, qt, R * C);
   const ImageToTokenRows i2t0(a.dense ? i2t_prepare(c, L0.i2t, L0.n4, xd.p, B, a.pe, nullptr, N, qt, q.p, T,
                                                   xb.p, iw)
                                         : i2t_prepare(c, L0.i2t, L0.n4, a.x0, 1, a.pe, a.q0, N, qt, q.p, T, xb.p, iw));
   // ---- layer 1
   const LayerP& L1 = p.layers[1];
-  add(q.p, P, qpe, R * C);
+  add(c.isa, q.p, P, qpe, R * C);
   self_attention(c, L1.self_attn, qpe, qpe, q.p, T, tmp.p, scratch.p);
   add_norm(c, q.p, tmp.p, R, L1.n1);
-  add(q.p, P, qpe, R * C);
+  add(c.isa, q.p, P, qpe, R * C);
   t2i_fold(c, L1.t2i, qpe, T, tw);
   t2i_attend(c, T, xb.p, B, a.pe, N, tw, [&](int64_t b, int64_t n0, int64_t n1) { i2t0.run(b, n0, n1); });
   t2i_unfold(c, L1.t2i, T, tw, tmp.p);
@@ -332,7 +328,7 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   linear(c, L1.mlp1, q.p, C, R, hid.p, d.Mlp, true);
   linear(c, L1.mlp2, hid.p, d.Mlp, R, tmp.p, C);
   add_norm(c, q.p, tmp.p, R, L1.n3);
-  add(q.p, P, qt, R * C);
+  add(c.isa, q.p, P, qt, R * C);
   // in place: image_to_token reads a tile's rows of x before writing them
   const ImageToTokenRows i2t1(i2t_prepare(c, L1.i2t, L1.n4, xb.p, B, a.pe, nullptr, N, qt, q.p, T, xb.p, iw));
   // ---- final token->image attention, only for the tokens read afterwards: IoU + requested mask tokens
@@ -343,7 +339,7 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
     for (int64_t i = 0; i < Tu; ++i) {
       const int64_t t = i == 0 ? 0 : (a.multimask ? 1 + i : 1);
       std::memcpy(qu + (b * Tu + i) * C, q.p + (b * T + t) * C, C * sizeof(float));
-      add(q.p + (b * T + t) * C, P + (b * T + t) * C, tu + (b * Tu + i) * C, C);
+      add(c.isa, q.p + (b * T + t) * C, P + (b * T + t) * C, tu + (b * Tu + i) * C, C);
     }
   t2i_fold(c, p.final_attn, tu, Tu, tw);
   t2i_attend(c, Tu, xb.p, B, a.pe, N, tw, [&](int64_t b, int64_t n0, int64_t n1) { i2t1.run(b, n0, n1); });

@@ -136,7 +136,7 @@ void run_tile(const ImageToTokenArgs& a, const Packed& pk, int64_t b, int64_t n0
   const float* Q = a.q_in + ((a.Bq == 1 ? 0 : b) * a.N + n0) * Cq;
   if (a.q_add) {
     const float* qa = a.q_add + n0 * Cq;
-    for (int64_t i = 0; i < R * Cq; ++i) buf.q.p[i] = Q[i] + qa[i];
+    add(isa, Q, qa, buf.q.p, R * Cq);
     Q = buf.q.p;
   }
   // scores
@@ -161,7 +161,7 @@ void run_tile(const ImageToTokenArgs& a, const Packed& pk, int64_t b, int64_t n0
   for (int64_t i = 0; i < R; ++i) {
     float* o = O + i * Cp;
     const float* xr = X + i * C;
-    for (int64_t c = 0; c < C; ++c) o[c] = xr[c] + pk.ob.p[c];
+    add(isa, xr, pk.ob.p, o, C);
     for (int64_t c = C; c < Cp; ++c) o[c] = 0.f;
   }
   const float* Rm = pk.r.p + b * HT * Cp;

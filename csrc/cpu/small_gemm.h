@@ -375,4 +375,25 @@ inline void layer_norm_row(Isa isa, const float* y, int64_t C, int64_t Cp, const
   layer_norm_row_base(y, C, w, bias, eps, out);
 }
 
+// out[i] = a[i] + b[i] for i < n (out may be a or b). Files built for the baseline ISA would run this loop
+// 4 floats at a time; the wrappers compile it per ISA.
+SAMFAST_FLATTEN_BODY void add_body(const float* a, const float* b, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+}
+#if SAMFAST_X86
+SAMFAST_AVX2 inline void add_avx2(const float* a, const float* b, float* out, int64_t n) { add_body(a, b, out, n); }
+SAMFAST_AVX512 inline void add_avx512(const float* a, const float* b, float* out, int64_t n) {
+  add_body(a, b, out, n);
+}
+#endif
+
+inline void add(Isa isa, const float* a, const float* b, float* out, int64_t n) {
+#if SAMFAST_X86
+  if (isa == Isa::Avx512) return add_avx512(a, b, out, n);
+  if (isa == Isa::Avx2) return add_avx2(a, b, out, n);
+#endif
+  (void)isa;
+  add_body(a, b, out, n);
+}
+
 }  // namespace samfast::cpu::small_gemm
