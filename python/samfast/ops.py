@@ -8,7 +8,7 @@ reference (`*_reference`), which `set_backend("reference")` runs instead of the 
 Sections (one per kernel family; add new ones at the end, before the anchor comment):
   backend switch + helpers | rel-pos attention | mask head | mask postprocessing | ...
 and, in their own files: the decoder's cross attentions (ops_decoder.py), the whole decoder in one call
-(ops_cached_decoder.py), automatic mask generation (ops_amg.py).
+(ops_cached_decoder.py), automatic mask generation (ops_amg.py), the mask prompt's embedding (ops_prompt.py).
 """
 from __future__ import annotations
 
@@ -425,12 +425,13 @@ def hypernet_mlps(tokens, w0, b0, w1, b1, w2, b2) -> Tensor:
 
 # ---- new op sections go above this line (keep this anchor) ----
 
-# The decoder's attention ops (ops_decoder.py), the whole-decoder op (ops_cached_decoder.py) and the
-# automatic-mask-generation ops (ops_amg.py) live in their own files (file length); they are part of
-# this namespace.
+# The decoder's attention ops (ops_decoder.py), the whole-decoder op (ops_cached_decoder.py), the
+# automatic-mask-generation ops (ops_amg.py) and the prompt encoder's mask embedding (ops_prompt.py) live
+# in their own files (file length); they are part of this namespace.
 from . import ops_amg as _ops_amg  # noqa: E402
 from . import ops_cached_decoder as _ops_cached_decoder  # noqa: E402
 from . import ops_decoder as _ops_decoder  # noqa: E402
+from . import ops_prompt as _ops_prompt  # noqa: E402
 
-for _mod in (_ops_decoder, _ops_cached_decoder, _ops_amg):
+for _mod in (_ops_decoder, _ops_cached_decoder, _ops_amg, _ops_prompt):
     globals().update({k: v for k, v in vars(_mod).items() if not k.startswith("__") and k not in globals()})

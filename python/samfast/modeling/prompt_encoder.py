@@ -5,6 +5,7 @@ from typing import Optional, Tuple, Type
 import torch
 from torch import nn
 
+from .. import ops
 from .common import LayerNorm2d
 
 
@@ -62,6 +63,13 @@ class PromptEncoder(nn.Module):
         return emb + corners
 
     def _embed_masks(self, masks: torch.Tensor) -> torch.Tensor:
+        """masks Bx1x(4h)x(4w) logits -> BxCxhxw. Inference on the kernels backend runs the fused
+        `ops.mask_embed` (one pass instead of seven small ops); training keeps the modules (autograd)."""
+        if not torch.is_grad_enabled() and ops.get_backend() == "kernels":
+            found = ops.mask_downscaling_params(self.mask_downscaling)
+            if found is not None:
+                params, eps1, eps2 = found
+                return ops.mask_embed(masks, params, eps1, eps2)
         return self.mask_downscaling(masks)
 
     @staticmethod

@@ -1,0 +1,89 @@
+"""samfast custom op for the prompt encoder's mask input (re-exported by `samfast.ops`).
+
+mask_embed: SAM's `mask_downscaling` (Conv 2x2/s2 -> LayerNorm2d -> GELU -> Conv 2x2/s2 -> LayerNorm2d ->
+GELU -> Conv 1x1) in one pass over the output pixels (`_C.mask_embed_cpu`, CPU float32): a mask prompt's
+dense embedding [B, C, H/4, W/4] from its logits [B, 1, H, W]. As torch modules these are seven small
+ops on tiny tensors (~0.6 ms of a mask-prompt predict, mostly per-op overhead). Pure-PyTorch reference:
+`mask_embed_reference`. Import from `samfast.ops`.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import _C
+from .ops import _check, _shape, tensor_ref, use_kernel
+
+_PARAM_NAMES = ("w1", "b1", "ln1_w", "ln1_b", "w2", "b2", "ln2_w", "ln2_b", "w3", "b3")
+
+
+def _layer_norm_2d(x: Tensor, w: Tensor, b: Tensor, eps: float) -> Tensor:
+    u = x.mean(1, keepdim=True)
+    s = (x - u).pow(2).mean(1, keepdim=True)
+    return w[:, None, None] * ((x - u) / torch.sqrt(s + eps)) + b[:, None, None]
+
+
+def mask_embed_reference(mask: Tensor, params: Sequence[Tensor], eps1: float = 1e-6, eps2: float = 1e-6) -> Tensor:
+    """The official `mask_downscaling` as functions. mask [B, 1, H, W]; params = (w1 [C1, 1, 2, 2], b1, ln1_w,
+    ln1_b [C1], w2 [C2, C1, 2, 2], b2, ln2_w, ln2_b [C2], w3 [C, C2, 1, 1], b3 [C]) -> [B, C, H/4, W/4]."""
+    w1, b1, n1w, n1b, w2, b2, n2w, n2b, w3, b3 = params
+    x = F.gelu(_layer_norm_2d(F.conv2d(mask, w1, b1, stride=2), n1w, n1b, eps1))
+    x = F.gelu(_layer_norm_2d(F.conv2d(x, w2, b2, stride=2), n2w, n2b, eps2))
+    return F.conv2d(x, w3, b3)
+
+
+def mask_downscaling_params(seq: nn.Module) -> Optional[tuple]:
+    """(params, eps1, eps2) of a SAM `mask_downscaling` Sequential that `mask_embed` implements, else None."""
+    from .modeling.common import LayerNorm2d
+
+    try:
+        c1, n1, a1, c2, n2, a2, c3 = list(seq)
+    except (TypeError, ValueError):
+        return None
+    convs_ok = all(type(c) is nn.Conv2d and c.bias is not None and c.groups == 1 and c.padding == (0, 0)
+                   and c.dilation == (1, 1) and c.padding_mode == "zeros" for c in (c1, c2, c3))
+    if not convs_ok or (c1.kernel_size, c1.stride, c1.in_channels) != ((2, 2), (2, 2), 1) or \
+            (c2.kernel_size, c2.stride) != ((2, 2), (2, 2)) or (c3.kernel_size, c3.stride) != ((1, 1), (1, 1)):
+        return None
+    if not (isinstance(n1, LayerNorm2d) and isinstance(n2, LayerNorm2d)):
+        return None
+    if any(type(a) is not nn.GELU or a.approximate != "none" for a in (a1, a2)):
+        return None
+    params = (c1.weight, c1.bias, n1.weight, n1.bias, c2.weight, c2.bias, n2.weight, n2.bias, c3.weight, c3.bias)
+    return params, float(n1.eps), float(n2.eps)
+
+
+@torch.library.custom_op("samfast::mask_embed", mutates_args=())
+def _mask_embed_op(mask: Tensor, w1: Tensor, b1: Tensor, ln1_w: Tensor, ln1_b: Tensor, w2: Tensor, b2: Tensor,
+                   ln2_w: Tensor, ln2_b: Tensor, w3: Tensor, b3: Tensor, eps1: float, eps2: float) -> Tensor:
+    B, _, H, W = mask.shape
+    out = mask.new_empty((B, w3.shape[0], H // 4, W // 4))
+    refs = [tensor_ref(t) for t in (mask, w1, b1, ln1_w, ln1_b, w2, b2, ln2_w, ln2_b, w3, b3, out)]
+    _C.mask_embed_cpu(*refs, eps1, eps2)
+    return out
+
+
+@_mask_embed_op.register_fake
+def _(mask, w1, b1, ln1_w, ln1_b, w2, b2, ln2_w, ln2_b, w3, b3, eps1, eps2):
+    B, _, H, W = mask.shape
+    return mask.new_empty((B, w3.shape[0], H // 4, W // 4))
+
+
+def mask_embed(mask: Tensor, params: Sequence[Tensor], eps1: float = 1e-6, eps2: float = 1e-6) -> Tensor:
+    """Fused mask downscaling; see `mask_embed_reference` for the arguments. The kernel runs on float32 CPU
+    tensors (the C++ side checks every shape); anything else, or the reference backend, runs the reference."""
+    _check(isinstance(mask, Tensor) and mask.dim() == 4 and mask.shape[1] == 1, ValueError,
+           f"mask: expected [B, 1, H, W], got {_shape(mask)}")
+    _check(mask.shape[2] % 4 == 0 and mask.shape[3] % 4 == 0, ValueError,
+           f"mask: H and W must be multiples of 4 (two stride-2 convolutions), got {_shape(mask)}")
+    _check(len(params) == len(_PARAM_NAMES), ValueError,
+           f"params: expected {len(_PARAM_NAMES)} tensors ({', '.join(_PARAM_NAMES)}), got {len(params)}")
+    for name, p in zip(_PARAM_NAMES, params):
+        _check(isinstance(p, Tensor), TypeError, f"{name}: expected a tensor, got {type(p).__name__}")
+    if use_kernel("mask_embed", mask) and mask.dtype == torch.float32 and \
+            all(p.dtype == torch.float32 and not p.is_cuda for p in params):
+        return _mask_embed_op(mask.contiguous(), *(p.contiguous() for p in params), float(eps1), float(eps2))
+    return mask_embed_reference(mask, params, eps1, eps2)
