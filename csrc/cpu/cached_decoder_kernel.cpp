@@ -231,6 +231,41 @@ ImageToTokenArgs i2t_prepare(const Ctx& c, const AttnP& a, const Slot& norm, con
   return ia;
 }
 
+#if SAMFAST_X86
+// out[b, n, c0 : c0 + 8] for n = n0 .. n0 + 7: 8x8 blocks of f + d transposed in registers.
+SAMFAST_AVX2 void add_transpose_rows_avx2(const float* f, const float* d, int64_t C, int64_t N, int64_t n0,
+                                          float* out) {
+  for (int64_t c0 = 0; c0 < C; c0 += 8) {
+    __m256 r[8];
+    for (int i = 0; i < 8; ++i)
+      r[i] = _mm256_add_ps(_mm256_loadu_ps(f + (c0 + i) * N + n0), _mm256_loadu_ps(d + (c0 + i) * N + n0));
+    transpose8_avx2(r);
+    for (int j = 0; j < 8; ++j) _mm256_storeu_ps(out + (n0 + j) * C + c0, r[j]);
+  }
+}
+#endif
+
+// Mask prompts: xd[b, n, c] = features[c, n] + dense[b, c, n] (token-major image side; C, N % 8 == 0).
+// Reading 8 channel rows at a time keeps the strided accesses in few cache sets (a scalar transpose over
+// 16 channel rows, N floats apart, ran at ~1 ms for 64 x 64 x 256).
+void add_transpose(Isa isa, const float* features, const float* dense, int64_t B, int64_t C, int64_t N, float* xd) {
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t n0 = 0; n0 < N; n0 += 8) {
+      const float* d = dense + b * C * N;
+      float* out = xd + b * N * C;
+#if SAMFAST_X86
+      if (isa != Isa::Base) {
+        add_transpose_rows_avx2(features, d, C, N, n0, out);
+        continue;
+      }
+#endif
+      (void)isa;
+      for (int64_t n = n0; n < n0 + 8; ++n)
+        for (int64_t ch = 0; ch < C; ++ch) out[n * C + ch] = features[ch * N + n] + d[ch * N + n];
+    }
+}
+
 // Three-layer ReLU MLP (IoU head, hypernetworks) on `rows` rows of stride ldx -> y [rows, ldy].
 void mlp3(const Ctx& c, const Slot* L, const float* x, int64_t ldx, int64_t rows, float* y, int64_t ldy,
           float* h1, float* h2) {
@@ -265,19 +300,7 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   AlignedFloats xd;  // mask prompts: features + dense, token-major [B, N, C]
   if (a.dense) {
     xd.alloc(B * N * C, false);
-    constexpr int64_t kBlk = 16;  // transpose in 16 x 16 blocks
-    const int64_t nb = (N + kBlk - 1) / kBlk;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t i = 0; i < nb; ++i) {
-        const int64_t n0 = i * kBlk, n1 = std::min(N, n0 + kBlk);
-        for (int64_t c0 = 0; c0 < C; c0 += kBlk)
-          for (int64_t ch = c0; ch < std::min(C, c0 + kBlk); ++ch) {
-            const float* f = a.features + ch * N;
-            const float* dn = a.dense + (b * C + ch) * N;
-            for (int64_t n = n0; n < n1; ++n) xd.p[(b * N + n) * C + ch] = f[n] + dn[n];
-          }
-      }
+    add_transpose(c.isa, a.features, a.dense, B, C, N, xd.p);
   }
   const float* P = a.tokens;  // token positional encoding = the initial tokens
   std::memcpy(q.p, a.tokens, R * C * sizeof(float));

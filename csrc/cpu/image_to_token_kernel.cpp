@@ -49,25 +49,6 @@ SAMFAST_AVX2 void softmax_heads8_avx2(float* s, int64_t T) {
   for (int64_t t = 0; t < T; ++t) _mm256_storeu_ps(s + 8 * t, _mm256_mul_ps(_mm256_loadu_ps(s + 8 * t), inv));
 }
 
-// In-place 8x8 transpose: r[i][j] <- r[j][i].
-SAMFAST_AVX2 inline void transpose8_avx2(__m256* r) {
-  __m256 t[8], u[8];
-  for (int i = 0; i < 8; i += 2) {
-    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-  }
-  for (int i = 0; i < 8; i += 4) {
-    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-  }
-  for (int i = 0; i < 4; ++i) {
-    r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
-    r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
-  }
-}
-
 // Block-diagonal scores of one row for H = 8: s[t*8 + h] += q[h*dh : (h+1)*dh] . k[t, h*dh : (h+1)*dh], t < T.
 // kp: the keys as [T/8 chunks][8 heads][dh][8 tokens] (zero past T): per head an FMA chain over d whose 8
 // lanes are the chunk's tokens (the same products, in the same order, as the dense GEMM over u), then an

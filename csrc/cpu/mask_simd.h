@@ -105,6 +105,25 @@ SAMFAST_AVX512 inline __m512 gelu_avx512(__m512 x) {
   return _mm512_fmadd_ps(hx, e, hx);
 }
 
+// In-place 8x8 transpose: r[i][j] <- r[j][i].
+SAMFAST_AVX2 inline void transpose8_avx2(__m256* r) {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+    r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+  }
+}
+
 // Sum of all 8 lanes, broadcast to every lane.
 SAMFAST_AVX2 inline __m256 hsum_bcast_avx2(__m256 v) {
   v = _mm256_add_ps(v, _mm256_permute2f128_ps(v, v, 0x01));
