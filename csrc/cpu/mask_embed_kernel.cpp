@@ -19,8 +19,6 @@
 namespace samfast::cpu {
 namespace {
 
-inline float gelu_exact(float x) { return 0.5f * x * (1.f + std::erf(x * 0.70710678118654752f)); }
-
 // LayerNorm2d's formula (mean, then mean squared deviation; divide by sqrt(var + eps)), then GELU, in place.
 void ln_gelu_base(float* z, int64_t n, const float* w, const float* b, float eps) {
   float mean = 0.f, var = 0.f;

@@ -15,6 +15,7 @@
 
 #include "cpu/cpu_features.h"
 #include "cpu/mask_simd.h"
+#include "cpu/small_gemm.h"
 
 namespace samfast::cpu {
 namespace {
@@ -49,7 +50,6 @@ void pack_bias(const void* b, int64_t Cout, int64_t Np, bool bf16, float* dst) {
   for (int64_t n = 0; n < Np; ++n) dst[n] = n < 4 * Cout ? load_elem(b, n % Cout, bf16) : 0.f;
 }
 
-inline float gelu_exact(float x) { return 0.5f * x * (1.f + std::erf(x * 0.70710678118654752f)); }
 
 template <typename OutT>
 inline void store_out(OutT* p, float v) {
@@ -58,22 +58,43 @@ inline void store_out(OutT* p, float v) {
 
 // ---------------------------------------------------------------- portable path
 
-// C[rows, Np] = A[rows, K] (row stride lda) x Bp + bias, optionally GELU.
+// C[MR, 8] = bias + A[MR, K] @ (8 columns of a packed panel, row stride kNR), optionally GELU.
+template <int MR>
+void block_base(const float* A, int64_t lda, int64_t K, const float* Bp, const float* bias, float* Cm, int64_t ldc,
+                bool gelu) {
+  v4f c0[MR], c1[MR];
+  for (int r = 0; r < MR; ++r) {
+    c0[r] = load4(bias);
+    c1[r] = load4(bias + 4);
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    const v4f b0 = load4(Bp + k * kNR), b1 = load4(Bp + k * kNR + 4);
+    for (int r = 0; r < MR; ++r) {
+      const v4f a = splat4(A[r * lda + k]);
+      c0[r] += a * b0;
+      c1[r] += a * b1;
+    }
+  }
+  for (int r = 0; r < MR; ++r) {
+    store4(Cm + r * ldc, gelu ? gelu4(c0[r]) : c0[r]);
+    store4(Cm + r * ldc + 4, gelu ? gelu4(c1[r]) : c1[r]);
+  }
+}
+
+// C[rows, Np] = A[rows, K] (row stride lda) x Bp + bias, optionally GELU. Portable: 4x8 register blocks.
 void gemm_base(const float* A, int64_t lda, int64_t rows, int64_t K, const float* Bp, int64_t Np,
                const float* bias, float* Cm, int64_t ldc, bool gelu) {
-  for (int64_t jp = 0; jp < Np; jp += kNR) {
-    const float* panel = Bp + jp * K;
-    for (int64_t i = 0; i < rows; ++i) {
-      float acc[kNR];
-      for (int64_t j = 0; j < kNR; ++j) acc[j] = bias[jp + j];
+  for (int64_t j = 0; j < Np; j += 8) {
+    const float* panel = Bp + (j / kNR) * kNR * K + j % kNR;
+    for (int64_t i = 0; i < rows; i += 4) {
       const float* a = A + i * lda;
-      for (int64_t k = 0; k < K; ++k) {
-        const float av = a[k];
-        const float* b = panel + k * kNR;
-        for (int64_t j = 0; j < kNR; ++j) acc[j] += av * b[j];
+      float* c = Cm + i * ldc + j;
+      switch (std::min<int64_t>(4, rows - i)) {
+        case 4: block_base<4>(a, lda, K, panel, bias + j, c, ldc, gelu); break;
+        case 3: block_base<3>(a, lda, K, panel, bias + j, c, ldc, gelu); break;
+        case 2: block_base<2>(a, lda, K, panel, bias + j, c, ldc, gelu); break;
+        default: block_base<1>(a, lda, K, panel, bias + j, c, ldc, gelu); break;
       }
-      float* c = Cm + i * ldc + jp;
-      for (int64_t j = 0; j < kNR; ++j) c[j] = gelu ? gelu_exact(acc[j]) : acc[j];
     }
   }
 }
@@ -90,7 +111,10 @@ void ln_gelu_base(const float* T, int64_t P, const Packed& pk, float eps, float*
       mean /= float(C1);
       for (int64_t c = 0; c < C1; ++c) var += (x[c] - mean) * (x[c] - mean);
       const float rstd = 1.f / std::sqrt(var / float(C1) + eps);
-      for (int64_t c = 0; c < C1; ++c) y[c] = gelu_exact((x[c] - mean) * rstd * pk.lnw[c] + pk.lnb[c]);
+      int64_t c = 0;
+      for (; c + 4 <= C1; c += 4)
+        store4(y + c, gelu4((load4(x + c) - mean) * rstd * load4(pk.lnw + c) + load4(pk.lnb + c)));
+      for (; c < C1; ++c) y[c] = gelu_exact((x[c] - mean) * rstd * pk.lnw[c] + pk.lnb[c]);
     }
 }
 

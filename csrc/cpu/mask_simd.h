@@ -1,6 +1,7 @@
 // Small SIMD helpers shared by the mask head and mask postprocessing kernels (header-only).
 // AVX2 helpers carry __attribute__((target("avx2,fma"))) and are only called after use_avx2().
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -36,6 +37,42 @@ struct AlignedFloats {
     if (zero) std::memset(p, 0, bytes);
   }
 };
+
+// 4 floats as a GCC/Clang generic vector: SSE2 on x86-64, NEON on AArch64, scalar code elsewhere. The
+// portable kernels are register-blocked with it, so CPUs without a hand-written path still run SIMD.
+typedef float v4f __attribute__((vector_size(16)));
+inline v4f load4(const float* p) {
+  v4f v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+inline void store4(float* p, v4f v) { std::memcpy(p, &v, sizeof(v)); }
+inline v4f splat4(float a) { return v4f{a, a, a, a}; }
+
+// erf as erf_avx2's [13/8] rational approximation on [-4, 4] (|error| < 5e-7), and the exact-erf GELU,
+// on generic vectors (std::erf per element was ~10 % of a portable-path decoder call).
+inline v4f erf4(v4f x) {
+  x = x > splat4(4.f) ? splat4(4.f) : x;
+  x = x < splat4(-4.f) ? splat4(-4.f) : x;
+  const v4f x2 = x * x;
+  v4f p = x2 * -2.72614225801306e-10f + 2.77068142495902e-08f;
+  p = x2 * p + -2.10102402082508e-06f;
+  p = x2 * p + -5.69250639462346e-05f;
+  p = x2 * p + -7.34990630326855e-04f;
+  p = x2 * p + -2.95459980854025e-03f;
+  p = x2 * p + -1.60960333262415e-02f;
+  p = x * p;
+  v4f q = x2 * -1.45660718464996e-05f + -2.13374055278905e-04f;
+  q = x2 * q + -1.68282697438203e-03f;
+  q = x2 * q + -7.37332916720468e-03f;
+  q = x2 * q + -1.42647390514189e-02f;
+  return p / q;
+}
+inline v4f gelu4(v4f x) {
+  const v4f hx = x * 0.5f;
+  return hx * erf4(x * 0.70710678118654752f) + hx;
+}
+inline float gelu_exact(float x) { return 0.5f * x * (1.f + std::erf(x * 0.70710678118654752f)); }
 
 inline float bf16_to_float(uint16_t v) {
   const uint32_t u = static_cast<uint32_t>(v) << 16;

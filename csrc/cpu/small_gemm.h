@@ -1,7 +1,7 @@
 // Small dense GEMM + exp helpers shared by the decoder attention kernels (image->token, token->image):
 // C[R, Np] += A[R, K] @ B[K, Np] with row strides, Np % 8 == 0; A may also be given transposed
 // (AT = true: A(i, k) = A[k * lda + i]). Register blocks of 12x32 (AVX-512F),
-// 6x16 (AVX2+FMA) and a portable path; `gemm(isa, ...)` dispatches on the level picked at run time by
+// 6x16 (AVX2+FMA) and a portable 4x8 one (generic vectors); `gemm(isa, ...)` dispatches on the level picked at run time by
 // pick_isa() (SAMFAST_SIMD caps it). Header-only; ISA-specific functions carry target attributes.
 #pragma once
 #include <algorithm>
@@ -25,17 +25,42 @@ inline const float* a_at(const float* A, int64_t lda, int64_t i, int64_t k) {
 
 // ---- portable path -------------------------------------------------------------------------
 
+// C[MR, 8] += A[MR, K] @ B[K, 8]: k in order per element (the naive loop's sums), 8 accumulators.
+template <int MR, bool AT>
+inline void block_base(const float* A, int64_t lda, int64_t K, const float* B, int64_t ldb, float* C, int64_t ldc) {
+  v4f c0[MR], c1[MR];
+  for (int r = 0; r < MR; ++r) {
+    c0[r] = load4(C + r * ldc);
+    c1[r] = load4(C + r * ldc + 4);
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    const v4f b0 = load4(B + k * ldb), b1 = load4(B + k * ldb + 4);
+    for (int r = 0; r < MR; ++r) {
+      const v4f a = splat4(*a_at<AT>(A, lda, r, k));
+      c0[r] += a * b0;
+      c1[r] += a * b1;
+    }
+  }
+  for (int r = 0; r < MR; ++r) {
+    store4(C + r * ldc, c0[r]);
+    store4(C + r * ldc + 4, c1[r]);
+  }
+}
+
 template <bool AT = false>
 inline void gemm_base(const float* A, int64_t lda, int64_t R, int64_t K, const float* B, int64_t ldb, int64_t Np,
                       float* C, int64_t ldc) {
-  for (int64_t i = 0; i < R; ++i) {
-    float* c = C + i * ldc;
-    for (int64_t k = 0; k < K; ++k) {
-      const float a = *a_at<AT>(A, lda, i, k);
-      const float* b = B + k * ldb;
-      for (int64_t j = 0; j < Np; ++j) c[j] += a * b[j];
+  for (int64_t j = 0; j < Np; j += 8)
+    for (int64_t i = 0; i < R; i += 4) {
+      const float* a = a_at<AT>(A, lda, i, 0);
+      float* c = C + i * ldc + j;
+      switch (std::min<int64_t>(4, R - i)) {
+        case 4: block_base<4, AT>(a, lda, K, B + j, ldb, c, ldc); break;
+        case 3: block_base<3, AT>(a, lda, K, B + j, ldb, c, ldc); break;
+        case 2: block_base<2, AT>(a, lda, K, B + j, ldb, c, ldc); break;
+        default: block_base<1, AT>(a, lda, K, B + j, ldb, c, ldc); break;
+      }
     }
-  }
 }
 
 inline void exp_row_base(float* s, int64_t n) {
