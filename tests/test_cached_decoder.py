@@ -102,6 +102,20 @@ def _op_args(ours, B=1, T=7):
     return [tokens, c.x0, c.pe, c.k0, c.v0, c.q0, c.packed, fd._dims, c.hw]
 
 
+def test_packed_buffer_at_any_alignment(models):
+    """The packed parameters give the same result wherever they sit (views, foreign allocators): the mask
+    head's block is read in place when 64-byte aligned and copied otherwise."""
+    _, ours = models
+    tokens, x0, pe, k0, v0, q0, packed, dims, hw = _op_args(ours, B=2, T=9)
+    ref = ops.cached_mask_decoder(tokens, x0, pe, k0, v0, q0, packed, dims, hw, True)
+    for shift in (1, 4, 8, 15):
+        view = torch.empty(packed.numel() + 16)[shift:shift + packed.numel()]
+        view.copy_(packed)
+        assert view.data_ptr() % 64 != 0
+        out = ops.cached_mask_decoder(tokens, x0, pe, k0, v0, q0, view, dims, hw, True)
+        assert torch.equal(out[0], ref[0]) and torch.equal(out[1], ref[1]), shift
+
+
 def test_opcheck(models):
     _, ours = models
     args = _op_args(ours, B=2)

@@ -45,7 +45,7 @@ def test_fp32_matches_float64_reference(shape, simd):
     params = make_params(C1, C2, C)
     eps1, eps2 = 1e-6, 1e-5
     ref = ops.mask_embed_reference(mask, params, eps1, eps2)
-    out = ops.mask_embed(mask.float(), [p.float() for p in params], eps1, eps2)
+    out = ops._mask_embed_op(mask.float(), *[p.float() for p in params], eps1, eps2)  # the kernel itself
     assert out.shape == (B, C, H // 4, W // 4) and out.dtype == torch.float32
     # the same-dtype reference's own error sets the scale (flash-attention's test style)
     ref32 = ops.mask_embed_reference(mask.float(), [p.float() for p in params], eps1, eps2)
@@ -53,7 +53,26 @@ def test_fp32_matches_float64_reference(shape, simd):
     assert rel_err(out, ref) < bound, (rel_err(out, ref), rel_err(ref32, ref))
 
 
-def test_prompt_encoder_uses_kernel_and_matches_module():
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """Counts calls of the C++ kernel behind ops.mask_embed."""
+    import samfast.ops_prompt as op_mod
+
+    calls = []
+    real = op_mod._C
+
+    class Counting:
+        def __getattr__(self, name):
+            fn = getattr(real, name)
+            if name != "mask_embed_cpu":
+                return fn
+            return lambda *a: (calls.append(1), fn(*a))[1]
+
+    monkeypatch.setattr(op_mod, "_C", Counting())
+    return calls
+
+
+def test_prompt_encoder_uses_kernel_and_matches_module(kernel_calls):
     pe = PromptEncoder(embed_dim=32, image_embedding_size=(6, 10), input_image_size=(24, 40), mask_in_chans=16)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -66,12 +85,28 @@ def test_prompt_encoder_uses_kernel_and_matches_module():
             got = pe(points=None, boxes=None, masks=masks)[1]
         with ops.backend("reference"):
             ref = pe(points=None, boxes=None, masks=masks)[1]
+    assert len(kernel_calls) == 1, "the kernels backend did not run _C.mask_embed_cpu"
     assert torch.equal(ref, want)  # the reference backend runs the modules themselves
     assert rel_err(got, want.double()) < 1e-5
     # with gradients on, the modules run (the kernel has no backward)
     with ops.backend("kernels"):
         out = pe(points=None, boxes=None, masks=masks)[1]
+        direct = ops.mask_embed(masks, list(ops.mask_downscaling_params(pe.mask_downscaling)[0]))
     assert out.requires_grad and torch.equal(out.detach(), want)
+    assert direct.requires_grad  # ops.mask_embed itself falls back when a gradient is needed
+    direct.sum().backward()
+    assert len(kernel_calls) == 1
+
+
+def test_mask_sizes_the_convolutions_crop_use_the_modules(kernel_calls):
+    """Conv2d with stride 2 drops an odd last row / column; the kernel needs multiples of 4, so such masks
+    keep the modules instead of raising."""
+    pe = PromptEncoder(embed_dim=32, image_embedding_size=(4, 4), input_image_size=(16, 16), mask_in_chans=16)
+    masks = torch.randn(1, 1, 18, 17)
+    with torch.no_grad(), ops.backend("kernels"):
+        out = pe._embed_masks(masks)
+        want = pe.mask_downscaling(masks)
+    assert out.shape == (1, 32, 4, 4) and torch.equal(out, want) and not kernel_calls
 
 
 def test_unsupported_structure_falls_back():
@@ -92,6 +127,18 @@ def test_non_contiguous_mask():
     out = ops.mask_embed(mask, params)
     ref = ops.mask_embed_reference(mask.double(), [p.double() for p in params])
     assert rel_err(out, ref) < 1e-5
+
+
+def test_empty_batch_and_hooks(kernel_calls):
+    params = [p.float() for p in make_params(4, 16, 8)]
+    assert ops.mask_embed(torch.randn(0, 1, 16, 16), params).shape == (0, 8, 4, 4)
+    pe = PromptEncoder(embed_dim=32, image_embedding_size=(4, 4), input_image_size=(16, 16), mask_in_chans=16)
+    seen = []
+    pe.mask_downscaling[1].register_forward_hook(lambda *a: seen.append(1))
+    assert ops.mask_downscaling_params(pe.mask_downscaling) is None  # a hook would not run inside the kernel
+    with torch.no_grad(), ops.backend("kernels"):
+        pe._embed_masks(torch.randn(1, 1, 16, 16))
+    assert seen and not kernel_calls
 
 
 def test_bad_inputs_raise():
@@ -130,11 +177,13 @@ def test_predictor_mask_prompt_uses_kernel(tmp_path, monkeypatch):
     ps.set_image(random_image(90, 130, seed=4))
     prev = torch.randn(1, 64, 64, generator=torch.Generator().manual_seed(5)).numpy() * 3
     kw = dict(point_coords=[[40, 30]], point_labels=[1], mask_input=prev, multimask_output=False, return_logits=True)
+    import samfast.ops_prompt as op_mod
+
     calls = []
-    orig = ops.mask_embed
-    monkeypatch.setattr(ops, "mask_embed", lambda *a, **k: (calls.append(1), orig(*a, **k))[1])
+    orig = op_mod._mask_embed_op
+    monkeypatch.setattr(op_mod, "_mask_embed_op", lambda *a: (calls.append(1), orig(*a))[1])
     fused = ps.predict(**kw)
-    assert calls, "the mask prompt did not run ops.mask_embed"
+    assert calls, "the mask prompt did not run the mask_embed kernel"
     with ops.backend("reference"):
         ref = ps.predict(**kw)
     assert rel_err(torch.as_tensor(fused[2]), torch.as_tensor(ref[2]).double()) < 1e-4

@@ -15,8 +15,8 @@ SOURCES = ["tests/native/portable_kernels_check.cpp", "csrc/cpu/mask_head_kernel
 
 
 def _build(cxx: str, out: pathlib.Path) -> None:
-    cmd = [cxx, "-std=c++17", "-O2", "-fopenmp", f"-I{ROOT / 'csrc'}", *[str(ROOT / s) for s in SOURCES], "-o",
-           str(out)]
+    cmd = [cxx, "-std=c++17", "-O2", "-fopenmp", "-DSAMFAST_WITH_OPENMP=1", f"-I{ROOT / 'csrc'}",
+           *[str(ROOT / s) for s in SOURCES], "-o", str(out)]
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
 
@@ -28,12 +28,18 @@ def _run(cmd, env_extra=None) -> str:
     return res.stdout
 
 
-@pytest.mark.skipif(shutil.which("g++") is None, reason="no g++")
-@pytest.mark.parametrize("simd", ["default", "avx2", "baseline"])
-def test_native(tmp_path, simd):
-    exe = tmp_path / "check"
+@pytest.fixture(scope="module")
+def native_exe(tmp_path_factory):
+    if shutil.which("g++") is None:
+        pytest.skip("no g++")
+    exe = tmp_path_factory.mktemp("native") / "check"
     _build("g++", exe)
-    out = _run([str(exe)], None if simd == "default" else {"SAMFAST_SIMD": simd})
+    return exe
+
+
+@pytest.mark.parametrize("simd", ["default", "avx2", "baseline"])
+def test_native(native_exe, simd):
+    out = _run([str(native_exe)], None if simd == "default" else {"SAMFAST_SIMD": simd})
     assert out.count("err") == 4
 
 

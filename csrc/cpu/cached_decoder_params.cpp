@@ -93,7 +93,7 @@ DecoderParams bind_params(const DecoderDims& d, const float* packed) {
     }
     off += entry_numel(k, out, in);
   });
-  p.mask_head = packed + off;
+  p.mask_head = packed + round_up(off, 16);  // 64-byte aligned when `packed` is (see mask_head_cpu)
   return p;
 }
 
@@ -110,7 +110,7 @@ std::vector<ParamEntry> decoder_param_entries(const DecoderDims& d) {
 int64_t decoder_packed_numel(const DecoderDims& d) {
   int64_t n = 0;
   for (const auto& e : decoder_param_entries(d)) n += entry_numel(e.kind, e.out, e.in);
-  return n + mask_head_packed_numel(d.C, d.C1, d.C2);
+  return round_up(n, 16) + mask_head_packed_numel(d.C, d.C1, d.C2);
 }
 
 void pack_decoder_params(const DecoderDims& d, const std::vector<const float*>& weights, float* packed) {
@@ -147,7 +147,7 @@ void pack_decoder_params(const DecoderDims& d, const std::vector<const float*>& 
   MaskHeadArgs m;
   m.C = d.C; m.C1 = d.C1; m.C2 = d.C2;
   m.w1 = p.up1.w; m.b1 = p.up1.b; m.ln_w = p.up_ln.w; m.ln_b = p.up_ln.b; m.w2 = p.up2.w; m.b2 = p.up2.b;
-  pack_mask_head(m, dst);
+  pack_mask_head(m, const_cast<float*>(p.mask_head));
 }
 
 }  // namespace samfast::cpu

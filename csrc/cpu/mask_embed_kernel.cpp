@@ -10,11 +10,14 @@
 
 #include <algorithm>
 #include <cmath>
-#include <vector>
 
 #include "cpu/cpu_features.h"
 #include "cpu/mask_simd.h"
 #include "cpu/small_gemm.h"
+
+#ifdef SAMFAST_WITH_OPENMP
+#include <omp.h>
+#endif
 
 namespace samfast::cpu {
 namespace {
@@ -30,10 +33,12 @@ void ln_gelu_base(float* z, int64_t n, const float* w, const float* b, float eps
 }
 
 // g2 of pixel (y, x) -> G2[:, x] (row stride ldg).
-void pixel_base(const MaskEmbedArgs& a, int64_t b, int64_t y, int64_t x, float* G2, int64_t ldg) {
+// scratch: 4 * C1 + C2 floats.
+void pixel_base(const MaskEmbedArgs& a, int64_t b, int64_t y, int64_t x, float* G2, int64_t ldg, float* scratch) {
   const int64_t C1 = a.C1, C2 = a.C2, W = 4 * a.w;
   const float* m = a.mask + (b * 4 * a.h + 4 * y) * W + 4 * x;
-  std::vector<float> g1(4 * C1), g2(C2);
+  float* g1 = scratch;
+  float* g2 = scratch + 4 * C1;
   for (int64_t s = 0; s < 4; ++s) {
     const int64_t dy = s >> 1, dx = s & 1;
     for (int64_t c = 0; c < C1; ++c) {
@@ -50,7 +55,7 @@ void pixel_base(const MaskEmbedArgs& a, int64_t b, int64_t y, int64_t x, float* 
       for (int64_t s = 0; s < 4; ++s) z += a.w2[(o * C1 + c) * 4 + s] * g1[s * C1 + c];
     g2[o] = z;
   }
-  ln_gelu_base(g2.data(), C2, a.ln2_w, a.ln2_b, a.eps2);
+  ln_gelu_base(g2, C2, a.ln2_w, a.ln2_b, a.eps2);
   for (int64_t o = 0; o < C2; ++o) G2[o * ldg + x] = g2[o];
 }
 
@@ -111,27 +116,40 @@ void mask_embed_cpu(const MaskEmbedArgs& a) {
   const bool vec = isa != small_gemm::Isa::Base && a.C1 <= kMaskEmbedMaxC1 && a.C2 <= kMaskEmbedMaxC2;
   const int64_t N = a.h * a.w, wp = small_gemm::round_up(a.w, 8);
   const bool direct = wp == a.w;  // GEMM straight into out (else through a padded row buffer)
-#pragma omp parallel
+#ifdef SAMFAST_WITH_OPENMP
+  const int64_t threads = std::max(1, omp_get_max_threads());
+#else
+  const int64_t threads = 1;
+#endif
+  // per-thread scratch, allocated here: an allocation failure inside the parallel region would terminate
+  const int64_t per = small_gemm::round_up(a.C2 * wp + (direct ? 0 : a.C * wp) + 4 * a.C1 + a.C2, 16);
+  AlignedFloats scratch;
+  scratch.alloc(threads * per);  // zeroed: G2's padding columns stay 0
+#pragma omp parallel num_threads(threads)
   {
-    AlignedFloats G2, O;
-    G2.alloc(a.C2 * wp);  // zeroed: padding columns stay 0
-    if (!direct) O.alloc(a.C * wp, false);
+#ifdef SAMFAST_WITH_OPENMP
+    float* G2 = scratch.p + omp_get_thread_num() * per;
+#else
+    float* G2 = scratch.p;
+#endif
+    float* O = G2 + a.C2 * wp;
+    float* px = O + (direct ? 0 : a.C * wp);
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < a.B * a.h; ++r) {
       const int64_t b = r / a.h, y = r % a.h;
       int64_t x = 0;
 #if SAMFAST_X86
       if (vec)
-        for (; x + 8 <= a.w; x += 8) pixels8_avx2(a, b, y, x, G2.p, wp);
+        for (; x + 8 <= a.w; x += 8) pixels8_avx2(a, b, y, x, G2, wp);
 #endif
-      for (; x < a.w; ++x) pixel_base(a, b, y, x, G2.p, wp);
+      for (; x < a.w; ++x) pixel_base(a, b, y, x, G2, wp, px);
       float* out = a.out + b * a.C * N + y * a.w;
-      float* C = direct ? out : O.p;
+      float* C = direct ? out : O;
       const int64_t ldc = direct ? N : wp;
       for (int64_t k = 0; k < a.C; ++k) std::fill(C + k * ldc, C + k * ldc + wp, a.b3[k]);
-      small_gemm::gemm(isa, a.w3, a.C2, a.C, a.C2, G2.p, wp, wp, C, ldc);
+      small_gemm::gemm(isa, a.w3, a.C2, a.C, a.C2, G2, wp, wp, C, ldc);
       if (!direct)
-        for (int64_t k = 0; k < a.C; ++k) std::copy(O.p + k * wp, O.p + k * wp + a.w, out + k * N);
+        for (int64_t k = 0; k < a.C; ++k) std::copy(O + k * wp, O + k * wp + a.w, out + k * N);
     }
   }
   (void)vec;

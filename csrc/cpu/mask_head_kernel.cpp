@@ -399,7 +399,7 @@ void mask_head_impl(const MaskHeadArgs& a, const Packed& pk, const float* hyper_
   }
 }
 
-// Offsets (floats, multiples of 16) of the packed arrays for (C, C1, C2), from an aligned base.
+// Offsets (floats, multiples of 16) of the packed arrays for (C, C1, C2) from the block's start.
 struct PackLayout {
   int64_t N1p, N2p, w1p, b1p, w2p, b2p, lnw, lnb, end;
   PackLayout(int64_t C, int64_t C1, int64_t C2) {
@@ -415,10 +415,6 @@ struct PackLayout {
   }
 };
 
-float* align64(float* p) {
-  return reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t{63});
-}
-
 Packed bind_packed(const MaskHeadArgs& a, const float* base /* 64-byte aligned */) {
   const PackLayout L(a.C, a.C1, a.C2);
   return Packed{a.C, a.C1, a.C2, L.N1p, L.N2p, base + L.w1p, base + L.b1p, base + L.w2p, base + L.b2p,
@@ -427,31 +423,31 @@ Packed bind_packed(const MaskHeadArgs& a, const float* base /* 64-byte aligned *
 
 }  // namespace
 
-int64_t mask_head_packed_numel(int64_t C, int64_t C1, int64_t C2) { return PackLayout(C, C1, C2).end + 16; }
+int64_t mask_head_packed_numel(int64_t C, int64_t C1, int64_t C2) { return PackLayout(C, C1, C2).end; }
 
 void pack_mask_head(const MaskHeadArgs& a, float* dst) {
   const PackLayout L(a.C, a.C1, a.C2);
-  float* base = align64(dst);
-  pack_convt(a.w1, a.C, a.C1, L.N1p, a.bf16, base + L.w1p);
-  pack_convt(a.w2, a.C1, a.C2, L.N2p, a.bf16, base + L.w2p);
-  pack_bias(a.b1, a.C1, L.N1p, a.bf16, base + L.b1p);
-  pack_bias(a.b2, a.C2, L.N2p, a.bf16, base + L.b2p);
+  pack_convt(a.w1, a.C, a.C1, L.N1p, a.bf16, dst + L.w1p);
+  pack_convt(a.w2, a.C1, a.C2, L.N2p, a.bf16, dst + L.w2p);
+  pack_bias(a.b1, a.C1, L.N1p, a.bf16, dst + L.b1p);
+  pack_bias(a.b2, a.C2, L.N2p, a.bf16, dst + L.b2p);
   for (int64_t c = 0; c < a.C1; ++c) {
-    base[L.lnw + c] = load_elem(a.ln_w, c, a.bf16);
-    base[L.lnb + c] = load_elem(a.ln_b, c, a.bf16);
+    dst[L.lnw + c] = load_elem(a.ln_w, c, a.bf16);
+    dst[L.lnb + c] = load_elem(a.ln_b, c, a.bf16);
   }
 }
 
 void mask_head_cpu(const MaskHeadArgs& a) {
   if (a.B == 0 || a.h == 0 || a.w == 0 || a.M == 0) return;
+  // the GEMMs read the panels with aligned loads: a prepacked block off a 64-byte boundary is copied
   AlignedFloats own;
-  const float* base;
-  if (a.prepacked) {
-    base = align64(const_cast<float*>(a.prepacked));
-  } else {
-    own.alloc(mask_head_packed_numel(a.C, a.C1, a.C2), false);
-    pack_mask_head(a, own.p);
-    base = align64(own.p);
+  const float* base = a.prepacked;
+  if (!base || reinterpret_cast<uintptr_t>(base) % 64 != 0) {
+    const int64_t n = mask_head_packed_numel(a.C, a.C1, a.C2);
+    own.alloc(n, false);
+    if (base) std::memcpy(own.p, base, n * sizeof(float));
+    else pack_mask_head(a, own.p);
+    base = own.p;
   }
   const Packed pk = bind_packed(a, base);
   AlignedFloats hyper;

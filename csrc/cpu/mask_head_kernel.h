@@ -20,10 +20,10 @@ struct MaskHeadArgs {
   bool bf16 = false;            // all tensors bfloat16 (else float32); math is fp32 either way
   float eps = 1e-6f;
   const float* prepacked = nullptr;  // optional: pack_mask_head's output for these weights (w1 .. b2 are then
-                                     // not read); saves the per-call repack
+                                     // not read); used in place when 64-byte aligned, else copied per call
 };
 
-// Floats pack_mask_head writes for (C, C1, C2) (alignment slack included: dst needs no alignment).
+// Floats pack_mask_head writes for (C, C1, C2); the block's layout does not depend on its address.
 int64_t mask_head_packed_numel(int64_t C, int64_t C1, int64_t C2);
 // Repacks a's ConvT weights / biases and LayerNorm parameters (a.bf16 says their dtype) into dst.
 void pack_mask_head(const MaskHeadArgs& a, float* dst);

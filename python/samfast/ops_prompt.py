@@ -48,10 +48,14 @@ def mask_downscaling_params(seq: nn.Module) -> Optional[tuple]:
     if not convs_ok or (c1.kernel_size, c1.stride, c1.in_channels) != ((2, 2), (2, 2), 1) or \
             (c2.kernel_size, c2.stride) != ((2, 2), (2, 2)) or (c3.kernel_size, c3.stride) != ((1, 1), (1, 1)):
         return None
-    if not (isinstance(n1, LayerNorm2d) and isinstance(n2, LayerNorm2d)):
+    if c2.in_channels != c1.out_channels or c3.in_channels != c2.out_channels:
+        return None
+    if type(n1) is not LayerNorm2d or type(n2) is not LayerNorm2d:
         return None
     if any(type(a) is not nn.GELU or a.approximate != "none" for a in (a1, a2)):
         return None
+    if any(m._forward_hooks or m._forward_pre_hooks for m in (seq, c1, n1, a1, c2, n2, a2, c3)):
+        return None  # hooks would not run inside the kernel
     params = (c1.weight, c1.bias, n1.weight, n1.bias, c2.weight, c2.bias, n2.weight, n2.bias, c3.weight, c3.bias)
     return params, float(n1.eps), float(n2.eps)
 
@@ -73,8 +77,9 @@ def _(mask, w1, b1, ln1_w, ln1_b, w2, b2, ln2_w, ln2_b, w3, b3, eps1, eps2):
 
 
 def mask_embed(mask: Tensor, params: Sequence[Tensor], eps1: float = 1e-6, eps2: float = 1e-6) -> Tensor:
-    """Fused mask downscaling; see `mask_embed_reference` for the arguments. The kernel runs on float32 CPU
-    tensors (the C++ side checks every shape); anything else, or the reference backend, runs the reference."""
+    """Fused mask downscaling; see `mask_embed_reference` for the arguments. The kernel runs on non-empty float32
+    CPU tensors when no gradient is needed (the C++ side checks every shape); anything else, or the reference
+    backend, runs the reference."""
     _check(isinstance(mask, Tensor) and mask.dim() == 4 and mask.shape[1] == 1, ValueError,
            f"mask: expected [B, 1, H, W], got {_shape(mask)}")
     _check(mask.shape[2] % 4 == 0 and mask.shape[3] % 4 == 0, ValueError,
@@ -83,7 +88,8 @@ def mask_embed(mask: Tensor, params: Sequence[Tensor], eps1: float = 1e-6, eps2:
            f"params: expected {len(_PARAM_NAMES)} tensors ({', '.join(_PARAM_NAMES)}), got {len(params)}")
     for name, p in zip(_PARAM_NAMES, params):
         _check(isinstance(p, Tensor), TypeError, f"{name}: expected a tensor, got {type(p).__name__}")
-    if use_kernel("mask_embed", mask) and mask.dtype == torch.float32 and \
-            all(p.dtype == torch.float32 and not p.is_cuda for p in params):
+    needs_grad = torch.is_grad_enabled() and (mask.requires_grad or any(p.requires_grad for p in params))
+    if use_kernel("mask_embed", mask) and mask.dtype == torch.float32 and mask.numel() > 0 and not needs_grad \
+            and all(p.dtype == torch.float32 and not p.is_cuda for p in params):
         return _mask_embed_op(mask.contiguous(), *(p.contiguous() for p in params), float(eps1), float(eps2))
     return mask_embed_reference(mask, params, eps1, eps2)

@@ -65,7 +65,8 @@ class PromptEncoder(nn.Module):
     def _embed_masks(self, masks: torch.Tensor) -> torch.Tensor:
         """masks Bx1x(4h)x(4w) logits -> BxCxhxw. Inference on the kernels backend runs the fused
         `ops.mask_embed` (one pass instead of seven small ops); training keeps the modules (autograd)."""
-        if not torch.is_grad_enabled() and ops.get_backend() == "kernels":
+        fits = masks.dim() == 4 and masks.shape[-2] % 4 == 0 and masks.shape[-1] % 4 == 0  # else the convs crop
+        if fits and not torch.is_grad_enabled() and ops.get_backend() == "kernels":
             found = ops.mask_downscaling_params(self.mask_downscaling)
             if found is not None:
                 params, eps1, eps2 = found
