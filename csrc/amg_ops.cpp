@@ -9,6 +9,7 @@
 #include "cpu/amg_kernels.h"
 #include "op_registry.h"
 #include "tensor_ref.h"
+#include "cpu_kernel_scope.h"
 
 namespace py = pybind11;
 
@@ -43,7 +44,7 @@ int64_t nms_op(const TensorRef& boxes,   // [N, 4] float32 / float64 XYXY
   check_tensor(scores, "scores", {N}, {DType::Float32, DType::Float64});
   check_tensor(cats, "idxs", {N}, {DType::Int64});
   check_tensor(keep, "keep", {N}, {DType::Int64});
-  py::gil_scoped_release nogil;
+  CpuKernelScope scope;  // no GIL, samfast's thread count
   const int64_t* c = cats.data<int64_t>();
   int64_t* k = keep.data<int64_t>();
   const bool bf = boxes.dtype == DType::Float32, sf = scores.dtype == DType::Float32;
@@ -59,7 +60,7 @@ void stability_score_op(const TensorRef& masks,  // [N, H, W] float32 / bfloat16
   cpu_only({{&masks, "masks"}, {&out, "out"}});
   check_tensor(masks, "masks", {-1, -1, -1}, {DType::Float32, DType::BFloat16});
   check_tensor(out, "out", {masks.size(0)}, {DType::Float32});
-  py::gil_scoped_release nogil;
+  CpuKernelScope scope;  // no GIL, samfast's thread count
   cpu::stability_score(masks.data<void>(), masks.dtype == DType::BFloat16, masks.size(0), masks.size(1),
                        masks.size(2), static_cast<float>(hi), static_cast<float>(lo), out.data<float>());
 }
@@ -69,7 +70,7 @@ void mask_to_box_op(const TensorRef& masks,  // [N, H, W] bool
   cpu_only({{&masks, "masks"}, {&out, "out"}});
   check_tensor(masks, "masks", {-1, -1, -1}, {DType::Bool});
   check_tensor(out, "out", {masks.size(0), 4}, {DType::Int64});
-  py::gil_scoped_release nogil;
+  CpuKernelScope scope;  // no GIL, samfast's thread count
   cpu::mask_to_box(masks.data<uint8_t>(), masks.size(0), masks.size(1), masks.size(2), out.data<int64_t>());
 }
 
@@ -78,7 +79,7 @@ void rle_count_op(const TensorRef& masks,      // [N, H, W] bool
   cpu_only({{&masks, "masks"}, {&lengths, "lengths"}});
   check_tensor(masks, "masks", {-1, -1, -1}, {DType::Bool});
   check_tensor(lengths, "lengths", {masks.size(0)}, {DType::Int64});
-  py::gil_scoped_release nogil;
+  CpuKernelScope scope;  // no GIL, samfast's thread count
   cpu::rle_count(masks.data<uint8_t>(), masks.size(0), masks.size(1), masks.size(2), lengths.data<int64_t>());
 }
 
@@ -90,7 +91,7 @@ void rle_encode_op(const TensorRef& masks,    // [N, H, W] bool
   check_tensor(offsets, "offsets", {masks.size(0) + 1}, {DType::Int64});
   check_offsets(offsets, counts);
   try {
-    py::gil_scoped_release nogil;
+    CpuKernelScope scope;  // no GIL, samfast's thread count
     cpu::rle_encode(masks.data<uint8_t>(), masks.size(0), masks.size(1), masks.size(2), offsets.data<int64_t>(),
                     counts.data<int64_t>());
   } catch (const std::invalid_argument& e) {
@@ -105,7 +106,7 @@ void rle_decode_op(const TensorRef& counts,   // [T] int64
   check_offsets(offsets, counts);
   check_tensor(out, "out", {offsets.size(0) - 1, -1, -1}, {DType::Bool});
   try {
-    py::gil_scoped_release nogil;
+    CpuKernelScope scope;  // no GIL, samfast's thread count
     cpu::rle_decode(counts.data<int64_t>(), offsets.data<int64_t>(), out.size(0), out.size(1), out.size(2),
                     out.data<uint8_t>());
   } catch (const std::invalid_argument& e) {
@@ -128,7 +129,7 @@ void coco_rle_strings_op(const TensorRef& counts, const TensorRef& offsets,  // 
   check_offsets(offsets, counts);
   check_tensor(chars, "chars", {7 * counts.size(0)}, {DType::UInt8});
   check_tensor(lengths, "lengths", {offsets.size(0) - 1}, {DType::Int64});
-  py::gil_scoped_release nogil;
+  CpuKernelScope scope;  // no GIL, samfast's thread count
   cpu::coco_rle_strings(counts.data<int64_t>(), offsets.data<int64_t>(), lengths.size(0), chars.data<uint8_t>(),
                         lengths.data<int64_t>());
 }
@@ -143,7 +144,7 @@ void remove_small_regions_op(const TensorRef& masks,    // [N, H, W] bool
   check_tensor(changed, "changed", {masks.size(0)}, {DType::Bool});
   if (masks.size(1) * masks.size(2) >= (int64_t(1) << 31))
     throw ShapeError("masks: remove_small_regions supports fewer than 2^31 pixels per mask");
-  py::gil_scoped_release nogil;
+  CpuKernelScope scope;  // no GIL, samfast's thread count
   cpu::remove_small_regions(masks.data<uint8_t>(), masks.size(0), masks.size(1), masks.size(2), area_thresh, holes,
                             out.data<uint8_t>(), changed.data<uint8_t>());
 }

@@ -3,6 +3,7 @@
 #include <pybind11/stl.h>
 
 #include "cpu/cpu_features.h"
+#include "cpu_kernel_scope.h"
 #include "op_registry.h"
 #include "tensor_ref.h"
 
@@ -86,11 +87,17 @@ PYBIND11_MODULE(_C, m) {
     d["avx512bf16"] = f.avx512bf16; d["neon"] = f.neon; d["best"] = f.best();
     return d;
   });
-  m.def("set_num_threads", [](int n) {
+  m.def("set_num_threads", &set_cpu_threads, py::arg("n"),
+        "Threads for samfast's CPU kernels (n <= 0: the OpenMP default), applied on every call.");
+  m.def("get_num_threads", &cpu_threads, "samfast's CPU kernel thread count as set (0 = the OpenMP default).");
+  m.def("kernel_threads", [] {
+    CpuKernelScope scope;
 #ifdef SAMFAST_WITH_OPENMP
-    if (n > 0) omp_set_num_threads(n);
+    return omp_get_max_threads();
+#else
+    return 1;
 #endif
-  });
+  }, "Threads a CPU kernel called from this Python thread gets now.");
   m.def("cuda_compiled", [] {
 #ifdef SAMFAST_WITH_CUDA
     return true;

@@ -16,6 +16,7 @@
 #include "cpu/cached_decoder_params.h"
 #include "op_registry.h"
 #include "tensor_ref.h"
+#include "cpu_kernel_scope.h"
 
 namespace py = pybind11;
 
@@ -66,7 +67,7 @@ void pack_op(const std::vector<TensorRef>& weights, const std::vector<int64_t>& 
   }
   check_device(packed, "packed", false);
   check_tensor(packed, "packed", {cpu::decoder_packed_numel(d)}, kF32);
-  py::gil_scoped_release nogil;
+  CpuKernelScope scope;  // no GIL, samfast's thread count
   cpu::pack_decoder_params(d, ptrs, packed.data<float>());
 }
 
@@ -120,7 +121,7 @@ void forward_op(const TensorRef& tokens,  // [B, T, C]
   a.features = has_dense ? features.data<const float>() : nullptr;
   a.dense = has_dense ? dense.data<const float>() : nullptr;
   a.masks = masks.data<float>(); a.iou = iou.data<float>();
-  py::gil_scoped_release nogil;
+  CpuKernelScope scope;  // no GIL, samfast's thread count
   cpu::cached_decoder_cpu(a);
 }
 

@@ -6,6 +6,7 @@
 #include "cpu/image_to_token_kernel.h"
 #include "op_registry.h"
 #include "tensor_ref.h"
+#include "cpu_kernel_scope.h"
 
 namespace py = pybind11;
 
@@ -60,7 +61,7 @@ void image_to_token_cpu_op(const TensorRef& q_in,      // [Bq, N, Cq]  (Bq = 1 o
   a.out_bias = out_bias.data<const float>(); a.residual = residual.data<const float>();
   a.ln_w = ln_w.data<const float>(); a.ln_b = ln_b.data<const float>(); a.out = out.data<float>();
   a.eps = static_cast<float>(eps);
-  py::gil_scoped_release nogil;
+  CpuKernelScope scope;  // no GIL, samfast's thread count
   cpu::image_to_token_cpu(a);
 }
 

@@ -5,6 +5,7 @@
 #include "cpu/mask_embed_kernel.h"
 #include "op_registry.h"
 #include "tensor_ref.h"
+#include "cpu_kernel_scope.h"
 
 namespace py = pybind11;
 
@@ -60,7 +61,7 @@ void mask_embed_cpu_op(const TensorRef& mask,   // [B, 1, 4h, 4w]
   a.w3 = w3.data<const float>(); a.b3 = b3.data<const float>();
   a.eps1 = static_cast<float>(eps1); a.eps2 = static_cast<float>(eps2);
   a.out = out.data<float>();
-  py::gil_scoped_release nogil;
+  CpuKernelScope scope;  // no GIL, samfast's thread count
   cpu::mask_embed_cpu(a);
 }
 

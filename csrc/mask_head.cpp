@@ -5,6 +5,7 @@
 #include "op_checks.h"
 #include "op_registry.h"
 #include "tensor_ref.h"
+#include "cpu_kernel_scope.h"
 
 namespace py = pybind11;
 
@@ -35,7 +36,7 @@ void mask_head_cpu_op(const TensorRef& src,       // [B, h, w, C]
   a.ln_w = ln_w.data<void>(); a.ln_b = ln_b.data<void>(); a.w2 = w2.data<void>();
   a.b2 = b2.data<void>(); a.hyper = hyper_in.data<void>(); a.out = out.data<void>();
   a.bf16 = src.dtype == DType::BFloat16;
-  py::gil_scoped_release nogil;
+  CpuKernelScope scope;  // no GIL, samfast's thread count
   cpu::mask_head_cpu(a);
 }
 

@@ -9,6 +9,7 @@
 #include "op_checks.h"
 #include "op_registry.h"
 #include "tensor_ref.h"
+#include "cpu_kernel_scope.h"
 
 namespace py = pybind11;
 
@@ -37,7 +38,7 @@ void postprocess_masks_cpu_op(const TensorRef& masks,  // [B, M, h, w] float32 /
   a.out_kind = binarize ? cpu::MaskOut::Bool
                         : (a.masks_bf16 ? cpu::MaskOut::BFloat16 : cpu::MaskOut::Float32);
   a.threshold = static_cast<float>(threshold);
-  py::gil_scoped_release nogil;
+  CpuKernelScope scope;  // no GIL, samfast's thread count
   cpu::postprocess_masks_cpu(a);
 }
 
@@ -64,7 +65,7 @@ void postprocess_masks_stats_cpu_op(const TensorRef& masks,      // [N, h, w] fl
   a.boxes = boxes.data<int64_t>();
   a.stab_hi = static_cast<float>(stab_hi);
   a.stab_lo = static_cast<float>(stab_lo);
-  py::gil_scoped_release nogil;
+  CpuKernelScope scope;  // no GIL, samfast's thread count
   cpu::postprocess_masks_cpu(a);
 }
 

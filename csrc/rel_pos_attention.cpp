@@ -7,6 +7,7 @@
 #include "op_checks.h"
 #include "op_registry.h"
 #include "tensor_ref.h"
+#include "cpu_kernel_scope.h"
 
 namespace py = pybind11;
 using samfast::DType;
@@ -35,7 +36,7 @@ void rel_pos_attention_cpu(const TensorRef& qkv,       // [B, H, W, 3*C]
   a.out = reinterpret_cast<void*>(out.ptr);
   a.bf16 = dt == DType::BFloat16;
   a.B = d.B; a.H = d.H; a.W = d.W; a.C = d.C; a.num_heads = num_heads; a.window_size = window_size;
-  py::gil_scoped_release nogil;
+  samfast::CpuKernelScope scope;  // no GIL, samfast's thread count
   samfast::cpu::rel_pos_attention(a);
 }
 

@@ -9,6 +9,7 @@
 #include "cpu/token_to_image_kernel.h"
 #include "op_registry.h"
 #include "tensor_ref.h"
+#include "cpu_kernel_scope.h"
 
 namespace py = pybind11;
 
@@ -39,7 +40,7 @@ void token_to_image_cpu_op(const TensorRef& u,      // [B, Q, C]
   a.u = u.data<const float>(); a.x = x.data<const float>();
   a.k_add = has_k_add ? k_add.data<const float>() : nullptr;
   a.out = out.data<float>();
-  py::gil_scoped_release nogil;
+  CpuKernelScope scope;  // no GIL, samfast's thread count
   cpu::token_to_image_cpu(a);
 }
 

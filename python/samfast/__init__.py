@@ -26,6 +26,8 @@ _LAZY = {
     "sam_model_registry": (".build_sam", "sam_model_registry"),
     "get_backend": (".ops", "get_backend"),
     "set_backend": (".ops", "set_backend"),
+    "get_num_threads": (".ops", "get_num_threads"),
+    "set_num_threads": (".ops", "set_num_threads"),
     "SamPredictor": (".predictor", "SamPredictor"),
     "SamAutomaticMaskGenerator": (".automatic_mask_generator", "SamAutomaticMaskGenerator"),
     "export_onnx": (".onnx", "export_onnx"),

@@ -92,7 +92,8 @@ def add_bench_args(b: argparse.ArgumentParser) -> None:
     b.add_argument("--runs", type=_positive("runs"), default=10, help="timed runs per case (default 10)")
     b.add_argument("--warmup", type=_positive("warmup"), default=2, help="untimed warm-up runs (default 2)")
     b.add_argument("--image-size", default="480,640", metavar="H,W", help="input image size (default 480,640)")
-    b.add_argument("--threads", type=_positive("runs"), help="torch intra-op threads (default: torch's choice)")
+    b.add_argument("--threads", type=_positive("threads"),
+                   help="CPU threads for torch and samfast's kernels (default: all cores)")
     b.add_argument("--compare", action="store_true",
                    help="also time official segment_anything (same weights) and onnxruntime when available")
     b.add_argument("--json", metavar="PATH", help="write all results (incl. per-run samples) as JSON")
@@ -112,9 +113,9 @@ def cmd_bench(args, out=print) -> int:
     if args.plot:
         benchmark.check_plot_available()
     if args.threads:
-        import torch
+        from . import ops
 
-        torch.set_num_threads(args.threads)
+        ops.set_num_threads(args.threads)  # torch's CPU ops and samfast's kernels
     res = benchmark.run_benchmark(
         arch=args.arch, device=args.device, dtype=args.dtype, checkpoint=args.checkpoint, config=args.config,
         runs=args.runs, warmup=args.warmup, image_size=size, compare=args.compare,

@@ -41,6 +41,20 @@ def get_backend() -> str:
     return _backend
 
 
+def set_num_threads(n: int) -> None:
+    """CPU threads for samfast: its C++ kernels (OpenMP; applied on every call, from whichever Python thread
+    calls) and PyTorch's own CPU ops (`torch.set_num_threads`). For sharing a robot's cores with other nodes."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"set_num_threads: n must be an int >= 1, got {n!r}")
+    torch.set_num_threads(n)
+    _C.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """Threads samfast's CPU kernels use now: the `set_num_threads` value, else OpenMP's default."""
+    return int(_C.kernel_threads())
+
+
 @contextlib.contextmanager
 def backend(name: str) -> Iterator[None]:
     """Context manager: `with samfast.ops.backend("reference"): ...`."""
