@@ -3,7 +3,9 @@
 //   _C.cached_decoder_packed_numel(dims)
 //   _C.cached_decoder_pack_cpu(weights, dims, packed)      weights: 2 per entry (weight, bias), float32
 //   _C.cached_decoder_cpu(tokens, x0, pe, k0, v0, q0, features, dense, packed, dims, h, w, multimask, eps, eps2d,
-//                         masks, iou)   dense numel 0: mask-free prompts (layer 0 from the cache)
+//                         masks, iou, g)   dense numel 0: mask-free prompts (layer 0 from the cache); g numel 0:
+//                         first ConvT unfolded
+//   _C.cached_decoder_fold_image_cpu(x0, packed, dims, g)   per image: g = x0 @ A'' (see MaskHeadFold)
 // dims = [C, heads, Di, mlp_dim, mask_tokens, iou_hidden, C1, C2].
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -82,10 +84,11 @@ void forward_op(const TensorRef& tokens,  // [B, T, C]
                 const TensorRef& packed,  // [packed_numel(dims)]
                 const std::vector<int64_t>& dims, int64_t h, int64_t w, bool multimask, double eps, double eps2d,
                 const TensorRef& masks,   // [B, K, 4h, 4w]
-                const TensorRef& iou) {   // [B, K]
+                const TensorRef& iou,     // [B, K]
+                const TensorRef& g) {     // [N, fold width] cached_decoder_fold_image(x0), or numel 0 (absent)
   const std::pair<const TensorRef*, const char*> all[] = {
       {&tokens, "tokens"}, {&x0, "x0"}, {&pe, "pe"}, {&k0, "k0"}, {&v0, "v0"}, {&q0, "q0"},
-      {&features, "features"}, {&dense, "dense"}, {&packed, "packed"}, {&masks, "masks"}, {&iou, "iou"}};
+      {&features, "features"}, {&dense, "dense"}, {&packed, "packed"}, {&masks, "masks"}, {&iou, "iou"}, {&g, "g"}};
   for (auto& [t, name] : all) check_device(*t, name, /*want_cuda=*/false);
   cpu::CachedDecoderArgs a;
   a.d = parse_dims(dims);
@@ -110,6 +113,8 @@ void forward_op(const TensorRef& tokens,  // [B, T, C]
     check_tensor(dense, "dense", {B, C, h, w}, kF32);
   }
   check_tensor(packed, "packed", {cpu::decoder_packed_numel(a.d)}, kF32);
+  const bool has_g = !(g.dim() == 1 && g.numel() == 0);
+  if (has_g) check_tensor(g, "g", {N, cpu::cached_decoder_fold_width(a.d)}, kF32);
   const int64_t K = multimask ? a.d.M - 1 : 1;
   check_tensor(masks, "masks", {B, K, 4 * h, 4 * w}, kF32);
   check_tensor(iou, "iou", {B, K}, kF32);
@@ -120,9 +125,25 @@ void forward_op(const TensorRef& tokens,  // [B, T, C]
   a.v0 = v0.data<const float>(); a.q0 = q0.data<const float>();
   a.features = has_dense ? features.data<const float>() : nullptr;
   a.dense = has_dense ? dense.data<const float>() : nullptr;
+  a.g = has_g ? g.data<const float>() : nullptr;
   a.masks = masks.data<float>(); a.iou = iou.data<float>();
   CpuKernelScope scope;  // no GIL, samfast's thread count
   cpu::cached_decoder_cpu(a);
+}
+
+void fold_image_op(const TensorRef& x0,      // [1, N, C]
+                   const TensorRef& packed,  // [packed_numel(dims)]
+                   const std::vector<int64_t>& dims,
+                   const TensorRef& g) {     // [N, fold width]
+  for (auto [t, name] : {std::pair{&x0, "x0"}, std::pair{&packed, "packed"}, std::pair{&g, "g"}})
+    check_device(*t, name, /*want_cuda=*/false);
+  const cpu::DecoderDims d = parse_dims(dims);
+  check_tensor(x0, "x0", {1, -1, d.C}, kF32);
+  const int64_t N = x0.size(1);
+  check_tensor(packed, "packed", {cpu::decoder_packed_numel(d)}, kF32);
+  check_tensor(g, "g", {N, cpu::cached_decoder_fold_width(d)}, kF32);
+  CpuKernelScope scope;  // no GIL, samfast's thread count
+  cpu::cached_decoder_fold_image(d, packed.data<const float>(), x0.data<const float>(), N, g.data<float>());
 }
 
 void bind(py::module_& m) {
@@ -135,9 +156,13 @@ void bind(py::module_& m) {
         "Pack the mask decoder's parameters (weight, bias per entry of cached_decoder_param_entries) into `packed`.");
   m.def("cached_decoder_cpu", &forward_op, py::arg("tokens"), py::arg("x0"), py::arg("pe"), py::arg("k0"),
         py::arg("v0"), py::arg("q0"), py::arg("features"), py::arg("dense"), py::arg("packed"), py::arg("dims"), py::arg("h"), py::arg("w"),
-        py::arg("multimask"), py::arg("eps"), py::arg("eps2d"), py::arg("masks"), py::arg("iou"),
+        py::arg("multimask"), py::arg("eps"), py::arg("eps2d"), py::arg("masks"), py::arg("iou"), py::arg("g"),
         "Whole SAM mask decoder on a cached image (float32 CPU; dense = mask prompt embedding, or numel 0): writes low-res mask "
-        "logits [B, K, 4h, 4w] and IoU predictions [B, K].");
+        "logits [B, K, 4h, 4w] and IoU predictions [B, K]. g: cached_decoder_fold_image's output, or numel 0.");
+  m.def("cached_decoder_fold_width", [](const std::vector<int64_t>& d) { return cpu::cached_decoder_fold_width(parse_dims(d)); },
+        py::arg("dims"), "Columns of cached_decoder_fold_image's output.");
+  m.def("cached_decoder_fold_image_cpu", &fold_image_op, py::arg("x0"), py::arg("packed"), py::arg("dims"), py::arg("g"),
+        "Per-image product of the mask head's folded first ConvT: g [N, fold width] = x0 @ A''.");
 }
 
 }  // namespace

@@ -102,6 +102,25 @@ def _op_args(ours, B=1, T=7):
     return [tokens, c.x0, c.pe, c.k0, c.v0, c.q0, c.packed, fd._dims, c.hw]
 
 
+def test_folded_first_convt_matches_unfolded(models, simd):
+    """The mask head's first ConvT formed from the per-image product g and the two image->token updates
+    (FastMaskDecoder's default) agrees with the direct [C, 4 C1] product per pixel."""
+    _, ours = models
+    fd = FastMaskDecoder(ours)
+    g = torch.Generator().manual_seed(21)
+    c = fd.prepare(torch.randn(1, 256, 16, 16, generator=g))
+    assert c.g is not None and c.g.shape == (256, _C.cached_decoder_fold_width(fd._dims))
+    for B, T, multimask in ((1, 7, True), (3, 10, False), (2, 13, True)):  # T > 8: several 8-token chunks
+        tokens = torch.randn(B, T, 256, generator=g)
+        args = (tokens, c.x0, c.pe, c.k0, c.v0, c.q0, c.packed, fd._dims, c.hw, multimask)
+        plain = ops.cached_mask_decoder(*args)
+        folded = ops.cached_mask_decoder(*args, g=c.g)
+        assert rel_err(folded[0], plain[0]) < 1e-5 and torch.equal(folded[1], plain[1])
+        assert not torch.equal(folded[0], plain[0])  # other rounding: the folded path did run
+    with pytest.raises(ValueError, match="g: expected shape"):
+        ops.cached_mask_decoder(*args, g=c.g[:-8])
+
+
 def test_packed_buffer_at_any_alignment(models):
     """The packed parameters give the same result wherever they sit (views, foreign allocators): the mask
     head's block is read in place when 64-byte aligned and copied otherwise."""
@@ -124,6 +143,9 @@ def test_opcheck(models):
     for f, dense in ((None, None), (feats, torch.randn(2, 256, h, w))):
         torch.library.opcheck(torch.ops.samfast.cached_mask_decoder.default,
                               (tokens, x0, pe, k0, v0, q0, f, dense, packed, dims, h, w, True, 1e-5, 1e-6))
+    g = ops.fold_image(x0, packed, dims)
+    torch.library.opcheck(torch.ops.samfast.cached_mask_decoder.default,
+                          (tokens, x0, pe, k0, v0, q0, None, None, packed, dims, h, w, False, 1e-5, 1e-6, g))
 
 
 def test_bad_inputs(models):

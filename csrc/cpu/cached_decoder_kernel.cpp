@@ -335,9 +335,35 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   linear(c, L0.mlp2, hid.p, d.Mlp, R, tmp.p, C);
   add_norm(c, q.p, tmp.p, R, L0.n3);
   add(c.isa, q.p, P, qt, R * C);
-  const ImageToTokenRows i2t0(a.dense ? i2t_prepare(c, L0.i2t, L0.n4, xd.p, B, a.pe, nullptr, N, qt, q.p, T,
-                                                  xb.p, iw)
-                                        : i2t_prepare(c, L0.i2t, L0.n4, a.x0, 1, a.pe, a.q0, N, qt, q.p, T, xb.p, iw));
+  // folded first ConvT of the mask head (mask-free prompts with the per-image g): the image->token passes keep
+  // their probabilities and LayerNorm statistics, and R0 A'' / R1 A' are formed per prompt
+  const bool fold = a.g && !a.dense;
+  const int64_t HT = H * T, n1p = p.fold.N1p;
+  AlignedFloats P0, P1, st0, st1, M0p, M1p, Mtmp;
+  if (fold) {
+    P0.alloc(B * N * HT, false);
+    P1.alloc(B * N * HT, false);
+    st0.alloc(B * N * 2, false);
+    st1.alloc(B * N * 2, false);
+    M0p.alloc(B * HT * n1p, false);
+    M1p.alloc(B * HT * n1p, false);
+    Mtmp.alloc(HT * n1p, false);
+  }
+  auto fold_update = [&](const float* R /* [B, HT, C] */, const float* Aw /* [C, n1p] */, float* Mp) {
+    for (int64_t b = 0; b < B; ++b) {
+      std::fill(Mtmp.p, Mtmp.p + HT * n1p, 0.f);
+      gemm(c.isa, R + b * HT * C, C, HT, C, Aw, n1p, n1p, Mtmp.p, n1p);
+      mask_head_fold_panels(Mtmp.p, HT, n1p, Mp + b * HT * n1p);
+    }
+  };
+  ImageToTokenArgs ia0 = a.dense ? i2t_prepare(c, L0.i2t, L0.n4, xd.p, B, a.pe, nullptr, N, qt, q.p, T, xb.p, iw)
+                                 : i2t_prepare(c, L0.i2t, L0.n4, a.x0, 1, a.pe, a.q0, N, qt, q.p, T, xb.p, iw);
+  if (fold) {
+    ia0.p_out = P0.p;
+    ia0.ln_stats = st0.p;
+    fold_update(iw.r.p, p.fold.App, M0p.p);
+  }
+  const ImageToTokenRows i2t0(ia0);
   // ---- layer 1
   const LayerP& L1 = p.layers[1];
   add(c.isa, q.p, P, qpe, R * C);
@@ -353,7 +379,13 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   add_norm(c, q.p, tmp.p, R, L1.n3);
   add(c.isa, q.p, P, qt, R * C);
   // in place: image_to_token reads a tile's rows of x before writing them
-  const ImageToTokenRows i2t1(i2t_prepare(c, L1.i2t, L1.n4, xb.p, B, a.pe, nullptr, N, qt, q.p, T, xb.p, iw));
+  ImageToTokenArgs ia1 = i2t_prepare(c, L1.i2t, L1.n4, xb.p, B, a.pe, nullptr, N, qt, q.p, T, xb.p, iw);
+  if (fold) {
+    ia1.p_out = P1.p;
+    ia1.ln_stats = st1.p;
+    fold_update(iw.r.p, p.fold.Ap, M1p.p);
+  }
+  const ImageToTokenRows i2t1(ia1);
   // ---- final token->image attention, only for the tokens read afterwards: IoU + requested mask tokens
   const int64_t Ru = B * Tu;
   float* qu = scratch.p;          // [B*Tu, C]
@@ -389,7 +421,30 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   m.src = x; m.w1 = p.up1.w; m.b1 = p.up1.b; m.ln_w = p.up_ln.w; m.ln_b = p.up_ln.b;
   m.w2 = p.up2.w; m.b2 = p.up2.b; m.hyper = hyper.p; m.out = a.masks; m.eps = a.eps2d;
   m.prepacked = p.mask_head;
+  MaskHeadFold mf;
+  if (fold) {
+    mf.HT = HT; mf.G = a.g; mf.P0 = P0.p; mf.P1 = P1.p; mf.st0 = st0.p; mf.st1 = st1.p;
+    mf.M0p = M0p.p; mf.M1p = M1p.p;
+    mf.k1 = p.fold.k1; mf.k2 = p.fold.k2; mf.c0 = p.fold.c0; mf.c1 = p.fold.c1; mf.cz = p.fold.cz;
+    m.fold = &mf;
+  }
   mask_head_cpu(m);
+}
+
+int64_t cached_decoder_fold_width(const DecoderDims& d) { return round_up(4 * d.C1, 16); }
+
+void cached_decoder_fold_image(const DecoderDims& d, const float* packed, const float* x0, int64_t N, float* g) {
+  check_decoder_dims(d);
+  const DecoderParams p = bind_params(d, packed);
+  const int64_t n1p = p.fold.N1p;
+  const Isa isa = pick_isa();
+  constexpr int64_t kRows = 64;
+#pragma omp parallel for schedule(static)
+  for (int64_t r0 = 0; r0 < N; r0 += kRows) {
+    const int64_t rows = std::min(kRows, N - r0);
+    std::fill(g + r0 * n1p, g + (r0 + rows) * n1p, 0.f);
+    gemm(isa, x0 + r0 * d.C, d.C, rows, d.C, p.fold.App, n1p, n1p, g + r0 * n1p, n1p);
+  }
 }
 
 }  // namespace samfast::cpu

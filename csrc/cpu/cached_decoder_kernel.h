@@ -56,11 +56,18 @@ struct CachedDecoderArgs {
   const float* features = nullptr;     // [C, N]  image embedding (NCHW), read with `dense`
   const float* dense = nullptr;        // [B, C, N] or null: dense (mask) prompt embeddings (NCHW); when set,
                                        // layer 0 runs on features + dense instead of the cache (x0 / k0 / v0 / q0)
+  const float* g = nullptr;            // [N, N1p] cached_decoder_fold_image(x0) or null; mask-free prompts with it
+                                       // run the mask head's first ConvT folded (MaskHeadFold): no [C, 4 C1] GEMM
+                                       // per pixel and prompt
   float* masks = nullptr;              // [B, K, 4h, 4w]  K = M - 1 (multimask) or 1
   float* iou = nullptr;                // [B, K]
 };
 
 // All pointers contiguous float32, N % 8 == 0. OpenMP inside; AVX-512F / AVX2 / portable picked at run time.
 void cached_decoder_cpu(const CachedDecoderArgs& a);
+
+// The per-image product of the folded first ConvT: g [N, fold_width] = x0 [N, C] @ A'' (from `packed`).
+int64_t cached_decoder_fold_width(const DecoderDims& d);
+void cached_decoder_fold_image(const DecoderDims& d, const float* packed, const float* x0, int64_t N, float* g);
 
 }  // namespace samfast::cpu

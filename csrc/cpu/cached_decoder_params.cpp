@@ -53,6 +53,10 @@ void visit_params(const DecoderDims& d, DecoderParams& p, V&& v) {
   v(K::ConvT, "output_upscaling.3", d.C2, d.C1, p.up2);
 }
 
+// Floats of the fold block (DecoderParams::Fold): two [C, N1p] matrices and five [N1p] vectors.
+int64_t fold_n1p(const DecoderDims& d) { return round_up(4 * d.C1, 16); }
+int64_t fold_numel(const DecoderDims& d) { return 2 * d.C * fold_n1p(d) + 5 * fold_n1p(d); }
+
 int64_t entry_numel(ParamEntry::Kind k, int64_t out, int64_t in) {
   switch (k) {
     case ParamEntry::Linear: return in * round_up(out, 8) + out * in + round_up(out, 8);
@@ -94,6 +98,16 @@ DecoderParams bind_params(const DecoderDims& d, const float* packed) {
     off += entry_numel(k, out, in);
   });
   p.mask_head = packed + round_up(off, 16);  // 64-byte aligned when `packed` is (see mask_head_cpu)
+  const int64_t n1p = fold_n1p(d);
+  const float* f = p.mask_head + round_up(mask_head_packed_numel(d.C, d.C1, d.C2), 16);
+  p.fold.N1p = n1p;
+  p.fold.Ap = f;
+  p.fold.App = f + d.C * n1p;
+  p.fold.k1 = f + 2 * d.C * n1p;
+  p.fold.k2 = p.fold.k1 + n1p;
+  p.fold.c0 = p.fold.k2 + n1p;
+  p.fold.c1 = p.fold.c0 + n1p;
+  p.fold.cz = p.fold.c1 + n1p;
   return p;
 }
 
@@ -110,7 +124,7 @@ std::vector<ParamEntry> decoder_param_entries(const DecoderDims& d) {
 int64_t decoder_packed_numel(const DecoderDims& d) {
   int64_t n = 0;
   for (const auto& e : decoder_param_entries(d)) n += entry_numel(e.kind, e.out, e.in);
-  return round_up(n, 16) + mask_head_packed_numel(d.C, d.C1, d.C2);
+  return round_up(n, 16) + round_up(mask_head_packed_numel(d.C, d.C1, d.C2), 16) + fold_numel(d);
 }
 
 void pack_decoder_params(const DecoderDims& d, const std::vector<const float*>& weights, float* packed) {
@@ -148,6 +162,33 @@ void pack_decoder_params(const DecoderDims& d, const std::vector<const float*>& 
   m.C = d.C; m.C1 = d.C1; m.C2 = d.C2;
   m.w1 = p.up1.w; m.b1 = p.up1.b; m.ln_w = p.up_ln.w; m.ln_b = p.up_ln.b; m.w2 = p.up2.w; m.b2 = p.up2.b;
   pack_mask_head(m, const_cast<float*>(p.mask_head));
+  // the fold block: A (ConvT1 as [C, 4 C1], column s * C1 + co), scaled by the two norm4 weights
+  const int64_t C = d.C, C1 = d.C1, n1p = p.fold.N1p;
+  const Slot &n40 = p.layers[0].n4, &n41 = p.layers[1].n4;
+  const float *ob0 = p.layers[0].i2t.o.b, *ob1 = p.layers[1].i2t.o.b;
+  float* Ap = const_cast<float*>(p.fold.Ap);
+  float* App = const_cast<float*>(p.fold.App);
+  std::vector<double> k1(n1p), k2(n1p), c0(n1p), c1(n1p), cz(n1p);
+  for (int64_t k = 0; k < C; ++k)
+    for (int64_t n = 0; n < n1p; ++n) {
+      const double A = n < 4 * C1 ? p.up1.w[(k * C1 + n % C1) * 4 + n / C1] : 0.0;
+      const double ap = n41.w[k] * A, app = n40.w[k] * ap;
+      Ap[k * n1p + n] = static_cast<float>(ap);
+      App[k * n1p + n] = static_cast<float>(app);
+      k1[n] += app;
+      k2[n] += ap;
+      c0[n] += ob0[k] * app;
+      c1[n] += (double(n40.b[k]) + ob1[k]) * ap;
+      cz[n] += n41.b[k] * A;
+    }
+  float* vecs = const_cast<float*>(p.fold.k1);
+  for (int64_t n = 0; n < n1p; ++n) {
+    vecs[n] = static_cast<float>(k1[n]);
+    vecs[n1p + n] = static_cast<float>(k2[n]);
+    vecs[2 * n1p + n] = static_cast<float>(c0[n]);
+    vecs[3 * n1p + n] = static_cast<float>(c1[n]);
+    vecs[4 * n1p + n] = static_cast<float>(cz[n] + (n < 4 * C1 ? p.up1.b[n % C1] : 0.f));
+  }
 }
 
 }  // namespace samfast::cpu

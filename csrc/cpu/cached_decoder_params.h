@@ -39,6 +39,13 @@ struct DecoderParams {
   Slot nf, iou[3], up1, up_ln, up2;
   std::vector<Slot> hyper;  // [M * 3]
   const float* mask_head = nullptr;  // up1 / up_ln / up2 repacked by pack_mask_head (after the entries)
+  // The mask head's folded first ConvT (MaskHeadFold, mask_head_kernel.h), after the mask head block:
+  // A' = diag(w1n) A, A'' = diag(w0) A' as [C, N1p] row-major; k1, k2, c0, c1, cz [N1p].
+  struct Fold {
+    int64_t N1p = 0;
+    const float *Ap = nullptr, *App = nullptr, *k1 = nullptr, *k2 = nullptr, *c0 = nullptr, *c1 = nullptr,
+                *cz = nullptr;
+  } fold;
 };
 
 // Checks dims (throws ShapeError) and binds every entry of `packed` (laid out by pack_decoder_params).

@@ -136,6 +136,8 @@ void run_tile(const ImageToTokenArgs& a, const Packed& pk, int64_t b, int64_t n0
   // per-head softmax over the T tokens; columns are token-major (j = t*H + h), so with H = 8 each
   // token's 8 head scores are one AVX2 vector and the softmax runs across heads in parallel
   for (int64_t i = 0; i < R; ++i) softmax_heads(isa, S + i * HTp, a.H, T, HTp);
+  if (a.p_out)
+    for (int64_t i = 0; i < R; ++i) std::memcpy(a.p_out + (b * a.N + n0 + i) * HT, S + i * HTp, HT * sizeof(float));
   // O = residual + out_bias + P @ R
   float* O = buf.o.p;
   const float* X = a.residual + ((a.Bx == 1 ? 0 : b) * a.N + n0) * C;
@@ -149,7 +151,9 @@ void run_tile(const ImageToTokenArgs& a, const Packed& pk, int64_t b, int64_t n0
   gemm(isa, S, HTp, R, HT, Rm, Cp, Cp, O, Cp);
   // LayerNorm
   float* out = a.out + (b * a.N + n0) * C;
-  for (int64_t i = 0; i < R; ++i) layer_norm_row(isa, O + i * Cp, C, Cp, a.ln_w, a.ln_b, a.eps, out + i * C);
+  float* stats = a.ln_stats ? a.ln_stats + (b * a.N + n0) * 2 : nullptr;
+  for (int64_t i = 0; i < R; ++i)
+    layer_norm_row(isa, O + i * Cp, C, Cp, a.ln_w, a.ln_b, a.eps, out + i * C, stats ? stats + 2 * i : nullptr);
 }
 
 }  // namespace

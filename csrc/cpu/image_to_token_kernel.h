@@ -28,6 +28,10 @@ struct ImageToTokenArgs {
   // and every other entry of u is 0): with H == 8 and AVX2, the scores are formed per head from these
   // [B, T, Cq] keys (dh = Cq / H MACs per score instead of Cq); u must still be given (portable path).
   const float* k_heads = nullptr;
+  // Optional outputs for the mask head's folded first ConvT (see mask_head_kernel.h, MaskHeadFold): the
+  // attention probabilities [B, N, T*H] (column t*H + h) and each row's LayerNorm {mean, rstd} [B, N, 2].
+  float* p_out = nullptr;
+  float* ln_stats = nullptr;
 };
 
 // All pointers contiguous float32. OpenMP over (batch, row tiles); AVX-512F / AVX2+FMA GEMMs picked at

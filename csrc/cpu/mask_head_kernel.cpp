@@ -314,8 +314,55 @@ SAMFAST_AVX512 void gemm_avx512(const float* A, int64_t lda, int64_t rows, int64
 #endif  // SAMFAST_X86
 
 struct TileBufs {
-  AlignedFloats a, t, t2, u;
+  AlignedFloats a, t, t2, u, f;
 };
+
+using GemmFn = void (*)(const float*, int64_t, int64_t, int64_t, const float*, int64_t, const float*, float*, int64_t,
+                        bool);
+
+// T[p, :] = cz + r2 * (r1 * (G + T - m1 k1) + U - m2 k2) for the tile's rows (T = c0 + P0 M0, U = c1 + P1 M1).
+SAMFAST_FLATTEN_BODY void fold_combine_body(const MaskHeadFold& f, int64_t N1p, const float* G, const float* s0,
+                                            const float* s1, int64_t P, float* T, const float* U) {
+  for (int64_t p = 0; p < P; ++p) {
+    const float m1 = s0[2 * p], r1 = s0[2 * p + 1], m2 = s1[2 * p], r2 = s1[2 * p + 1];
+    float* t = T + p * N1p;
+    const float* g = G + p * N1p;
+    const float* u = U + p * N1p;
+    for (int64_t n = 0; n < N1p; ++n)
+      t[n] = f.cz[n] + r2 * (r1 * (g[n] + t[n] - m1 * f.k1[n]) + u[n] - m2 * f.k2[n]);
+  }
+}
+void fold_combine_base(const MaskHeadFold& f, int64_t N1p, const float* G, const float* s0, const float* s1, int64_t P,
+                       float* T, const float* U) {
+  fold_combine_body(f, N1p, G, s0, s1, P, T, U);
+}
+#if SAMFAST_X86
+SAMFAST_AVX2 void fold_combine_avx2(const MaskHeadFold& f, int64_t N1p, const float* G, const float* s0,
+                                    const float* s1, int64_t P, float* T, const float* U) {
+  fold_combine_body(f, N1p, G, s0, s1, P, T, U);
+}
+SAMFAST_AVX512 void fold_combine_avx512(const MaskHeadFold& f, int64_t N1p, const float* G, const float* s0,
+                                        const float* s1, int64_t P, float* T, const float* U) {
+  fold_combine_body(f, N1p, G, s0, s1, P, T, U);
+}
+#endif
+
+// The first ConvT's pre-activation T [P, N1p] of pixels q0 .. q0 + P - 1 of batch b, in the folded form.
+void fold_convt(GemmFn gemm, bool avx2, bool avx512, const MaskHeadArgs& a, const Packed& pk, int64_t b, int64_t q0,
+                int64_t P, float* T, float* U) {
+  const MaskHeadFold& f = *a.fold;
+  const int64_t hw = a.h * a.w, HT = f.HT, row = b * hw + q0;
+  gemm(f.P0 + row * HT, HT, P, HT, f.M0p + b * HT * pk.N1p, pk.N1p, f.c0, T, pk.N1p, false);
+  gemm(f.P1 + row * HT, HT, P, HT, f.M1p + b * HT * pk.N1p, pk.N1p, f.c1, U, pk.N1p, false);
+  const float* G = f.G + q0 * pk.N1p;
+#if SAMFAST_X86
+  if (avx512) return fold_combine_avx512(f, pk.N1p, G, f.st0 + 2 * row, f.st1 + 2 * row, P, T, U);
+  if (avx2) return fold_combine_avx2(f, pk.N1p, G, f.st0 + 2 * row, f.st1 + 2 * row, P, T, U);
+#endif
+  (void)avx2;
+  (void)avx512;
+  fold_combine_base(f, pk.N1p, G, f.st0 + 2 * row, f.st1 + 2 * row, P, T, U);
+}
 
 #if SAMFAST_X86
 // Requires C1 % 16 == 0. ln_gelu_avx2 on 16 lanes (GELU's divide replaced by rcp14 + Newton).
@@ -344,7 +391,7 @@ SAMFAST_AVX512 void ln_gelu_avx512(const float* T, int64_t P, const Packed& pk, 
 #endif  // SAMFAST_X86
 
 template <typename OutT>
-void run_tile(const float* A, int64_t P, int64_t q0, const MaskHeadArgs& args, const Packed& pk,
+void run_tile(const float* A, int64_t P, int64_t b, int64_t q0, const MaskHeadArgs& args, const Packed& pk,
               const float* hyp, OutT* out, TileBufs& buf, bool avx2, bool avx512) {
   const int64_t C = pk.C, C1 = pk.C1;
   float* T = buf.t.p;
@@ -352,8 +399,9 @@ void run_tile(const float* A, int64_t P, int64_t q0, const MaskHeadArgs& args, c
   float* U = buf.u.p;
 #if SAMFAST_X86
   if (avx2) {
-    const auto gemm = avx512 ? gemm_avx512 : gemm_avx2;
-    gemm(A, C, P, C, pk.w1p, pk.N1p, pk.b1p, T, pk.N1p, false);
+    const GemmFn gemm = avx512 ? gemm_avx512 : gemm_avx2;
+    if (args.fold) fold_convt(gemm, avx2, avx512, args, pk, b, q0, P, T, buf.f.p);
+    else gemm(A, C, P, C, pk.w1p, pk.N1p, pk.b1p, T, pk.N1p, false);
     if (avx512 && C1 % 16 == 0) ln_gelu_avx512(T, P, pk, args.eps, T2);
     else if (C1 % 8 == 0) ln_gelu_avx2(T, P, pk, args.eps, T2);
     else ln_gelu_base(T, P, pk, args.eps, T2);
@@ -365,7 +413,8 @@ void run_tile(const float* A, int64_t P, int64_t q0, const MaskHeadArgs& args, c
 #endif
   (void)avx2;
   (void)avx512;
-  gemm_base(A, C, P, C, pk.w1p, pk.N1p, pk.b1p, T, pk.N1p, false);
+  if (args.fold) fold_convt(gemm_base, false, false, args, pk, b, q0, P, T, buf.f.p);
+  else gemm_base(A, C, P, C, pk.w1p, pk.N1p, pk.b1p, T, pk.N1p, false);
   ln_gelu_base(T, P, pk, args.eps, T2);
   gemm_base(T2, C1, 4 * P, C1, pk.w2p, pk.N2p, pk.b2p, U, pk.N2p, true);
   hyper_base(U, P, q0, args.h, args.w, pk, hyp, args.M, out);
@@ -382,6 +431,7 @@ void mask_head_impl(const MaskHeadArgs& a, const Packed& pk, const float* hyper_
     buf.t.alloc(kTile * pk.N1p);
     if (pk.N1p != 4 * pk.C1) buf.t2.alloc(4 * kTile * pk.C1);
     buf.u.alloc(4 * kTile * pk.N2p);
+    if (a.fold) buf.f.alloc(kTile * pk.N1p);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t t = 0; t < total; ++t) {
       const int64_t b = t / ntile, q0 = (t % ntile) * kTile, P = std::min(kTile, hw - q0);
@@ -393,7 +443,7 @@ void mask_head_impl(const MaskHeadArgs& a, const Packed& pk, const float* hyper_
       } else {
         A = static_cast<const float*>(a.src) + (b * hw + q0) * pk.C;
       }
-      run_tile(A, P, q0, a, pk, hyper_all + b * a.M * pk.C2, static_cast<OutT*>(a.out) + b * out_batch,
+      run_tile(A, P, b, q0, a, pk, hyper_all + b * a.M * pk.C2, static_cast<OutT*>(a.out) + b * out_batch,
                buf, avx2, avx512);
     }
   }
@@ -422,6 +472,12 @@ Packed bind_packed(const MaskHeadArgs& a, const float* base /* 64-byte aligned *
 }
 
 }  // namespace
+
+void mask_head_fold_panels(const float* M, int64_t HT, int64_t N1p, float* dst) {
+  for (int64_t jp = 0; jp < N1p; jp += kNR)
+    for (int64_t k = 0; k < HT; ++k)
+      std::memcpy(dst + jp * HT + k * kNR, M + k * N1p + jp, kNR * sizeof(float));
+}
 
 int64_t mask_head_packed_numel(int64_t C, int64_t C1, int64_t C2) { return PackLayout(C, C1, C2).end; }
 

@@ -6,6 +6,26 @@
 
 namespace samfast::cpu {
 
+// The first ConvT from the decoder's image->token updates instead of from src (float32 only). The decoder's
+// last image->token output is src = LN1(y2) * w1n + b1n with y2 = LN0(y1) * w0 + b0 + P1 R1 + ob1 and
+// y1 = x0 + P0 R0 + ob0 (row LayerNorms with per-row {mean m, rstd r}); with A' = diag(w1n) A and
+// A'' = diag(w0) A' (A: ConvT1 as a [C, 4 C1] matrix), the pre-activation src A + bias is
+//   T = cz + r2 * (r1 * (G + c0 + P0 M0 - m1 k1) + c1 + P1 M1 - m2 k2)
+// where G = x0 A'' is per image, M0 = R0 A'' and M1 = R1 A' per prompt ([HT, 4 C1]: rank-HT updates), and
+// k1 = 1 A'', k2 = 1 A', c0 = ob0 A'', c1 = b0 A' + ob1 A', cz = b1n A + bias per weight set. Columns are
+// in the kernel's order (s * C1 + co, s = 2 dy + dx), padded to N1p = round_up(4 C1, 16).
+struct MaskHeadFold {
+  int64_t HT = 0;
+  const float* G = nullptr;                          // [h*w, N1p]
+  const float *P0 = nullptr, *P1 = nullptr;          // [B, h*w, HT]
+  const float *st0 = nullptr, *st1 = nullptr;        // [B, h*w, 2] {mean, rstd}
+  const float *M0p = nullptr, *M1p = nullptr;        // [B, N1p / 16, HT, 16]  (panels, see mask_head_fold_panels)
+  const float *k1 = nullptr, *k2 = nullptr, *c0 = nullptr, *c1 = nullptr, *cz = nullptr;  // [N1p]
+};
+
+// M [HT, N1p] row-major -> the panel layout MaskHeadFold::M0p / M1p expects (dst: HT * N1p floats).
+void mask_head_fold_panels(const float* M, int64_t HT, int64_t N1p, float* dst);
+
 struct MaskHeadArgs {
   int64_t B = 0, h = 0, w = 0, C = 0, C1 = 0, C2 = 0, M = 0;
   const void* src = nullptr;    // [B, h, w, C]
@@ -19,6 +39,7 @@ struct MaskHeadArgs {
   void* out = nullptr;          // [B, M, 4h, 4w]
   bool bf16 = false;            // all tensors bfloat16 (else float32); math is fp32 either way
   float eps = 1e-6f;
+  const MaskHeadFold* fold = nullptr;  // optional (float32): the first ConvT from the folded form above
   const float* prepacked = nullptr;  // optional: pack_mask_head's output for these weights (w1 .. b2 are then
                                      // not read); used in place when 64-byte aligned, else copied per call
 };

@@ -331,20 +331,21 @@ inline void softmax_row(Isa isa, float* s, int64_t n) {
 // out = (y - mean) / sqrt(var + eps) * w + bias over y[0:C] (biased variance); out may alias y.
 
 inline void layer_norm_row_base(const float* y, int64_t C, const float* w, const float* bias, float eps,
-                                float* out) {
+                                float* out, float* stats) {
   float mean = 0.f;
   for (int64_t c = 0; c < C; ++c) mean += y[c];
   mean /= static_cast<float>(C);
   float var = 0.f;
   for (int64_t c = 0; c < C; ++c) var += (y[c] - mean) * (y[c] - mean);
   const float rstd = 1.f / std::sqrt(var / static_cast<float>(C) + eps);
+  if (stats) stats[0] = mean, stats[1] = rstd;
   for (int64_t c = 0; c < C; ++c) out[c] = (y[c] - mean) * rstd * w[c] + bias[c];
 }
 
 #if SAMFAST_X86
 // y: [Cp] with Cp % 8 == 0 and y[C:Cp] == 0 (zero padding).
 SAMFAST_AVX2 inline void layer_norm_row_avx2(const float* y, int64_t C, int64_t Cp, const float* w,
-                                             const float* bias, float eps, float* out) {
+                                             const float* bias, float eps, float* out, float* stats) {
   __m256 acc = _mm256_setzero_ps();
   for (int64_t c = 0; c < Cp; c += 8) acc = _mm256_add_ps(acc, _mm256_loadu_ps(y + c));
   const float mean = _mm256_cvtss_f32(hsum_bcast_avx2(acc)) / static_cast<float>(C);
@@ -358,6 +359,7 @@ SAMFAST_AVX2 inline void layer_norm_row_avx2(const float* y, int64_t C, int64_t 
   float var = _mm256_cvtss_f32(hsum_bcast_avx2(acc));
   for (; c < C; ++c) var += (y[c] - mean) * (y[c] - mean);
   const float rstd = 1.f / std::sqrt(var / static_cast<float>(C) + eps);
+  if (stats) stats[0] = mean, stats[1] = rstd;
   const __m256 rs = _mm256_set1_ps(rstd);
   for (c = 0; c + 8 <= C; c += 8) {
     const __m256 d = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(y + c), m), rs);
@@ -370,34 +372,37 @@ SAMFAST_AVX2 inline void layer_norm_row_avx2(const float* y, int64_t C, int64_t 
 #if SAMFAST_X86
 // C % 16 == 0, C <= 256: the row stays in registers (one load pass).
 SAMFAST_AVX512 inline void layer_norm_row_avx512(const float* y, int64_t C, const float* w, const float* bias,
-                                                 float eps, float* out) {
+                                                 float eps, float* out, float* stats) {
   __m512 v[16];
   const int64_t nv = C / 16;
   __m512 acc = _mm512_setzero_ps();
   for (int64_t i = 0; i < nv; ++i) acc = _mm512_add_ps(acc, v[i] = _mm512_loadu_ps(y + 16 * i));
-  const __m512 m = _mm512_set1_ps(_mm512_reduce_add_ps(acc) / static_cast<float>(C));
+  const float mean = _mm512_reduce_add_ps(acc) / static_cast<float>(C);
+  const __m512 m = _mm512_set1_ps(mean);
   acc = _mm512_setzero_ps();
   for (int64_t i = 0; i < nv; ++i) {
     v[i] = _mm512_sub_ps(v[i], m);
     acc = _mm512_fmadd_ps(v[i], v[i], acc);
   }
-  const __m512 rs = _mm512_set1_ps(1.f / std::sqrt(_mm512_reduce_add_ps(acc) / static_cast<float>(C) + eps));
+  const float rstd = 1.f / std::sqrt(_mm512_reduce_add_ps(acc) / static_cast<float>(C) + eps);
+  if (stats) stats[0] = mean, stats[1] = rstd;
+  const __m512 rs = _mm512_set1_ps(rstd);
   for (int64_t i = 0; i < nv; ++i)
     _mm512_storeu_ps(out + 16 * i, _mm512_fmadd_ps(_mm512_mul_ps(v[i], rs), _mm512_loadu_ps(w + 16 * i),
                                                    _mm512_loadu_ps(bias + 16 * i)));
 }
 #endif  // SAMFAST_X86
 
-// y: [Cp], Cp % 8 == 0, zero padded past C.
+// y: [Cp], Cp % 8 == 0, zero padded past C. stats (optional): {mean, rstd} of the row.
 inline void layer_norm_row(Isa isa, const float* y, int64_t C, int64_t Cp, const float* w, const float* bias,
-                           float eps, float* out) {
+                           float eps, float* out, float* stats = nullptr) {
 #if SAMFAST_X86
-  if (isa == Isa::Avx512 && C % 16 == 0 && C <= 256) return layer_norm_row_avx512(y, C, w, bias, eps, out);
-  if (isa != Isa::Base) return layer_norm_row_avx2(y, C, Cp, w, bias, eps, out);
+  if (isa == Isa::Avx512 && C % 16 == 0 && C <= 256) return layer_norm_row_avx512(y, C, w, bias, eps, out, stats);
+  if (isa != Isa::Base) return layer_norm_row_avx2(y, C, Cp, w, bias, eps, out, stats);
 #endif
   (void)isa;
   (void)Cp;
-  layer_norm_row_base(y, C, w, bias, eps, out);
+  layer_norm_row_base(y, C, w, bias, eps, out, stats);
 }
 
 // out[i] = a[i] + b[i] for i < n (out may be a or b). Files built for the baseline ISA would run this loop

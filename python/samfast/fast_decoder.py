@@ -48,6 +48,7 @@ class DecoderCache:
     hw: Tuple[int, int]
     features: Tensor  # the embedding this cache was built from [1, C, h, w]
     packed: Optional[Tensor] = None  # decoder parameters for ops.cached_mask_decoder (None: op-by-op path)
+    g: Optional[Tensor] = None  # ops.fold_image(x0, packed): the mask head's folded first ConvT, per image
 
 
 def _t2i(attn: Attention, q_tok: Tensor, x: Tensor, pe: Tensor,
@@ -142,6 +143,7 @@ class FastMaskDecoder:
         cache = DecoderCache(x0.contiguous(), pe.contiguous(), k0, v0, q0, (h, w), features)
         if self._whole_kernel_ok(cache):  # parameter changes are picked up once per image
             cache.packed = self._packed_params()
+            cache.g = ops.fold_image(cache.x0, cache.packed, self._dims)
         return cache
 
     @torch.no_grad()
@@ -158,7 +160,7 @@ class FastMaskDecoder:
                                            self._dims, cache.hw, multimask_output, self.tr.norm_final_attn.eps,
                                            dec.output_upscaling[1].eps,
                                            features=None if dense is None else cache.features.to(dt),
-                                           dense=None if dense is None else dense.to(dt))
+                                           dense=None if dense is None else dense.to(dt), g=cache.g)
         pe = cache.pe
         if dense is None:
             x = cache.x0  # [1, N, C], shared by the batch

@@ -96,23 +96,34 @@ def cached_mask_decoder_reference(
     return masks[:, sl], iou[:, sl]
 
 
+def fold_image(x0: Tensor, packed: Tensor, dims: List[int]) -> Tensor:
+    """Per-image product of the mask head's folded first ConvT (`MaskHeadFold` in csrc/cpu/mask_head_kernel.h):
+    g [N, fold width] = x0 [1, N, C] @ A'' (A'' from `packed`). With it, `cached_mask_decoder` forms each prompt's
+    first ConvT from two rank-(heads*T) updates instead of an [N, C] x [C, 4 C1] product."""
+    g = x0.new_empty((x0.shape[1], _C.cached_decoder_fold_width(list(dims))))
+    _C.cached_decoder_fold_image_cpu(tensor_ref(x0.contiguous()), tensor_ref(packed), list(dims), tensor_ref(g))
+    return g
+
+
 @torch.library.custom_op("samfast::cached_mask_decoder", mutates_args=())
 def _cached_decoder_op(
     tokens: Tensor, x0: Tensor, pe: Tensor, k0: Tensor, v0: Tensor, q0: Tensor, features: Optional[Tensor],
     dense: Optional[Tensor], packed: Tensor, dims: List[int], h: int, w: int, multimask: bool, eps: float, eps2d: float,
+    g: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor]:
     B, K = tokens.shape[0], (dims[4] - 1) if multimask else 1
     masks = tokens.new_empty((B, K, 4 * h, 4 * w))
     iou = tokens.new_empty((B, K))
-    f = features if features is not None else tokens.new_empty(0)
-    d = dense if dense is not None else tokens.new_empty(0)
-    refs = [tensor_ref(t) for t in (tokens, x0, pe, k0, v0, q0, f, d, packed)]
-    _C.cached_decoder_cpu(*refs, list(dims), h, w, multimask, eps, eps2d, tensor_ref(masks), tensor_ref(iou))
+    empty = tokens.new_empty(0)
+    opt = [t if t is not None else empty for t in (features, dense, g)]
+    refs = [tensor_ref(t) for t in (tokens, x0, pe, k0, v0, q0, opt[0], opt[1], packed)]
+    _C.cached_decoder_cpu(*refs, list(dims), h, w, multimask, eps, eps2d, tensor_ref(masks), tensor_ref(iou),
+                          tensor_ref(opt[2]))
     return masks, iou
 
 
 @_cached_decoder_op.register_fake
-def _(tokens, x0, pe, k0, v0, q0, features, dense, packed, dims, h, w, multimask, eps, eps2d):
+def _(tokens, x0, pe, k0, v0, q0, features, dense, packed, dims, h, w, multimask, eps, eps2d, g=None):
     B, K = tokens.shape[0], (dims[4] - 1) if multimask else 1
     return tokens.new_empty((B, K, 4 * h, 4 * w)), tokens.new_empty((B, K))
 
@@ -120,19 +131,22 @@ def _(tokens, x0, pe, k0, v0, q0, features, dense, packed, dims, h, w, multimask
 def cached_mask_decoder(
     tokens: Tensor, x0: Tensor, pe: Tensor, k0: Tensor, v0: Tensor, q0: Tensor, packed: Tensor,
     dims: List[int], hw: Tuple[int, int], multimask: bool, eps: float = 1e-5, eps2d: float = 1e-6,
-    features: Optional[Tensor] = None, dense: Optional[Tensor] = None,
+    features: Optional[Tensor] = None, dense: Optional[Tensor] = None, g: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor]:
     """Whole decoder. tokens [B, T, C] (IoU token, mask tokens, sparse prompt embeddings), cache tensors as
     in `fast_decoder.DecoderCache` (x0, pe [1, N, C], k0 [H, Di/H, N], v0 [H, N, Di/H], q0 [N, Di]),
     packed = pack_decoder(...); dense [B, C, h, w] = the mask prompts' dense embedding with features
-    [1, C, h, w] = the image embedding, or None for mask-free prompts. Returns (low_res [B, K, 4h, 4w], iou [B, K]), K = mask_tokens - 1 with
-    multimask, else 1. CPU float32 only (the C++ side checks every shape)."""
+    [1, C, h, w] = the image embedding, or None for mask-free prompts; g = fold_image(x0, packed, dims) or None
+    (mask-free prompts then run the mask head's first ConvT folded). Returns (low_res [B, K, 4h, 4w],
+    iou [B, K]), K = mask_tokens - 1 with multimask, else 1. CPU float32 only (the C++ side checks every shape)."""
     _check(use_kernel("cached_decoder", tokens), RuntimeError,
            "cached_mask_decoder: needs the kernels backend and samfast._C built with cached_decoder_cpu")
     named = [("tokens", tokens), ("x0", x0), ("pe", pe), ("k0", k0), ("v0", v0), ("q0", q0), ("packed", packed)]
     _check((features is None) == (dense is None), ValueError, "features and dense must be given together")
     if dense is not None:
         named += [("features", features), ("dense", dense)]
+    if g is not None:
+        named.append(("g", g))
     for name, t in named:
         _check(isinstance(t, Tensor), TypeError, f"{name}: expected a tensor, got {type(t).__name__}")
         _check(t.dtype == torch.float32 and not t.is_cuda, TypeError,
@@ -141,5 +155,6 @@ def cached_mask_decoder(
     return _cached_decoder_op(tokens.contiguous(), x0.contiguous(), pe.contiguous(), k0.contiguous(),
                               v0.contiguous(), q0.contiguous(),
                               features.contiguous() if features is not None else None,
-                              dense.contiguous() if dense is not None else None, packed.contiguous(), [int(d) for d in dims], h, w, bool(multimask), float(eps),
-                              float(eps2d))
+                              dense.contiguous() if dense is not None else None, packed.contiguous(),
+                              [int(d) for d in dims], h, w, bool(multimask), float(eps), float(eps2d),
+                              g.contiguous() if g is not None else None)
