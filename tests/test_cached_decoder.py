@@ -121,6 +121,23 @@ def test_folded_first_convt_matches_unfolded(models, simd):
         ops.cached_mask_decoder(*args, g=c.g[:-8])
 
 
+def test_folded_first_convt_keeps_precision_for_large_row_means(models):
+    """Image tokens whose mean over channels is large next to their spread would cancel badly in the folded
+    form (it subtracts mean * colsum); such tiles take the direct product, so the result stays accurate."""
+    official, ours = models
+    g = torch.Generator().manual_seed(22)
+    emb = torch.randn(1, 256, 16, 16, generator=g) * 0.01 + 300.0  # rows: mean 300, spread 0.01
+    fd = FastMaskDecoder(ours)
+    c = fd.prepare(emb)
+    pts, lbl, _ = _prompts("points", 2, g)
+    sparse, _ = ours.prompt_encoder(points=(pts, lbl), boxes=None, masks=None)
+    tokens = ours.mask_decoder.assemble_tokens(sparse)
+    args = (tokens, c.x0, c.pe, c.k0, c.v0, c.q0, c.packed, fd._dims, c.hw, True)
+    plain, folded = ops.cached_mask_decoder(*args), ops.cached_mask_decoder(*args, g=c.g)
+    low64, _ = _official(official, emb, pts, lbl, None, True, torch.float64)
+    assert rel_err(folded[0], low64) <= 2 * rel_err(plain[0], low64) + 1e-6
+
+
 def test_packed_buffer_at_any_alignment(models):
     """The packed parameters give the same result wherever they sit (views, foreign allocators): the mask
     head's block is read in place when 64-byte aligned and copied otherwise."""

@@ -13,7 +13,8 @@ namespace samfast::cpu {
 //   T = cz + r2 * (r1 * (G + c0 + P0 M0 - m1 k1) + c1 + P1 M1 - m2 k2)
 // where G = x0 A'' is per image, M0 = R0 A'' and M1 = R1 A' per prompt ([HT, 4 C1]: rank-HT updates), and
 // k1 = 1 A'', k2 = 1 A', c0 = ob0 A'', c1 = b0 A' + ob1 A', cz = b1n A + bias per weight set. Columns are
-// in the kernel's order (s * C1 + co, s = 2 dy + dx), padded to N1p = round_up(4 C1, 16).
+// in the kernel's order (s * C1 + co, s = 2 dy + dx), padded to N1p = round_up(4 C1, 16). src must still be
+// given: tiles with a row whose |mean| * rstd is large (cancellation in the m k terms) use it directly.
 struct MaskHeadFold {
   int64_t HT = 0;
   const float* G = nullptr;                          // [h*w, N1p]
