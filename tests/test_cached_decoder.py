@@ -130,8 +130,9 @@ def test_folded_first_convt_keeps_precision_for_large_row_means(models):
     fd = FastMaskDecoder(ours)
     c = fd.prepare(emb)
     pts, lbl, _ = _prompts("points", 2, g)
-    sparse, _ = ours.prompt_encoder(points=(pts, lbl), boxes=None, masks=None)
-    tokens = ours.mask_decoder.assemble_tokens(sparse)
+    with torch.no_grad():
+        sparse, _ = ours.prompt_encoder(points=(pts, lbl), boxes=None, masks=None)
+        tokens = ours.mask_decoder.assemble_tokens(sparse)
     args = (tokens, c.x0, c.pe, c.k0, c.v0, c.q0, c.packed, fd._dims, c.hw, True)
     plain, folded = ops.cached_mask_decoder(*args), ops.cached_mask_decoder(*args, g=c.g)
     low64, _ = _official(official, emb, pts, lbl, None, True, torch.float64)
