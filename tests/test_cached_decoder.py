@@ -110,13 +110,17 @@ def test_folded_first_convt_matches_unfolded(models, simd):
     g = torch.Generator().manual_seed(21)
     c = fd.prepare(torch.randn(1, 256, 16, 16, generator=g))
     assert c.g is not None and c.g.shape == (256, _C.cached_decoder_fold_width(fd._dims))
-    for B, T, multimask in ((1, 7, True), (3, 10, False), (2, 13, True)):  # T > 8: several 8-token chunks
+    for B, T, multimask in ((1, 7, True), (3, 8, False), (2, 6, True)):
         tokens = torch.randn(B, T, 256, generator=g)
         args = (tokens, c.x0, c.pe, c.k0, c.v0, c.q0, c.packed, fd._dims, c.hw, multimask)
         plain = ops.cached_mask_decoder(*args)
         folded = ops.cached_mask_decoder(*args, g=c.g)
         assert rel_err(folded[0], plain[0]) < 1e-5 and torch.equal(folded[1], plain[1])
         assert not torch.equal(folded[0], plain[0])  # other rounding: the folded path did run
+    # more tokens (heads * T > C / 4): the fold would cost more than it saves, so g is not used
+    tokens = torch.randn(2, 9, 256, generator=g)
+    args = (tokens, c.x0, c.pe, c.k0, c.v0, c.q0, c.packed, fd._dims, c.hw, True)
+    assert torch.equal(ops.cached_mask_decoder(*args, g=c.g)[0], ops.cached_mask_decoder(*args)[0])
     with pytest.raises(ValueError, match="g: expected shape"):
         ops.cached_mask_decoder(*args, g=c.g[:-8])
 
@@ -126,10 +130,13 @@ def test_folded_first_convt_keeps_precision_for_large_row_means(models):
     form (it subtracts mean * colsum); such tiles take the direct product, so the result stays accurate."""
     official, ours = models
     g = torch.Generator().manual_seed(22)
-    emb = torch.randn(1, 256, 16, 16, generator=g) * 0.01 + 300.0  # rows: mean 300, spread 0.01
+    emb = torch.randn(1, 256, 16, 16, generator=g)
+    emb[..., :6, :] = emb[..., :6, :] * 0.01 + 300.0  # the first 6 grid rows: mean 300, spread 0.01
     fd = FastMaskDecoder(ours)
     c = fd.prepare(emb)
     pts, lbl, _ = _prompts("points", 2, g)
+    pts = pts[:, :1]  # one point: T = 7 tokens, the fold applies
+    lbl = lbl[:, :1]
     with torch.no_grad():
         sparse, _ = ours.prompt_encoder(points=(pts, lbl), boxes=None, masks=None)
         tokens = ours.mask_decoder.assemble_tokens(sparse)
@@ -137,6 +144,7 @@ def test_folded_first_convt_keeps_precision_for_large_row_means(models):
     plain, folded = ops.cached_mask_decoder(*args), ops.cached_mask_decoder(*args, g=c.g)
     low64, _ = _official(official, emb, pts, lbl, None, True, torch.float64)
     assert rel_err(folded[0], low64) <= 2 * rel_err(plain[0], low64) + 1e-6
+    assert not torch.equal(folded[0], plain[0])  # the other tiles did run folded
 
 
 def test_packed_buffer_at_any_alignment(models):

@@ -337,8 +337,10 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   add(c.isa, q.p, P, qt, R * C);
   // folded first ConvT of the mask head (mask-free prompts with the per-image g): the image->token passes keep
   // their probabilities and LayerNorm statistics, and R0 A'' / R1 A' are formed per prompt
-  const bool fold = a.g && !a.dense;
+  // Only for few tokens: per pixel the fold costs 2 * H * T * n1p MACs against C * n1p for the direct product,
+  // plus its own passes; measured slower from T ~ 12 on (SAM: H * T <= C / 4 means T <= 8, a point or a box).
   const int64_t HT = H * T, n1p = p.fold.N1p;
+  const bool fold = a.g && !a.dense && 4 * HT <= C;
   AlignedFloats P0, P1, st0, st1, M0p, M1p, Mtmp;
   if (fold) {
     P0.alloc(B * N * HT, false);
@@ -347,13 +349,15 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
     st1.alloc(B * N * 2, false);
     M0p.alloc(B * HT * n1p, false);
     M1p.alloc(B * HT * n1p, false);
-    Mtmp.alloc(HT * n1p, false);
+    Mtmp.alloc(B * HT * n1p, false);
   }
   auto fold_update = [&](const float* R /* [B, HT, C] */, const float* Aw /* [C, n1p] */, float* Mp) {
+#pragma omp parallel for schedule(static) if (B > 1)
     for (int64_t b = 0; b < B; ++b) {
-      std::fill(Mtmp.p, Mtmp.p + HT * n1p, 0.f);
-      gemm(c.isa, R + b * HT * C, C, HT, C, Aw, n1p, n1p, Mtmp.p, n1p);
-      mask_head_fold_panels(Mtmp.p, HT, n1p, Mp + b * HT * n1p);
+      float* M = Mtmp.p + b * HT * n1p;
+      std::fill(M, M + HT * n1p, 0.f);
+      gemm(c.isa, R + b * HT * C, C, HT, C, Aw, n1p, n1p, M, n1p);
+      mask_head_fold_panels(M, HT, n1p, Mp + b * HT * n1p);
     }
   };
   ImageToTokenArgs ia0 = a.dense ? i2t_prepare(c, L0.i2t, L0.n4, xd.p, B, a.pe, nullptr, N, qt, q.p, T, xb.p, iw)

@@ -348,8 +348,8 @@ SAMFAST_AVX512 void fold_combine_avx512(const MaskHeadFold& f, int64_t N1p, cons
 #endif
 
 // The folded form subtracts m * k from a sum that contains m * k, so it loses precision on rows whose LayerNorm
-// mean is large next to their spread: |m| * rstd bounds the loss (relative error ~ |m| * rstd * 6e-8). Tiles
-// with a row past this bound take the direct product from the image tokens instead.
+// mean is large next to their spread: |m| * rstd bounds the loss (relative error ~ |m| * rstd * 6e-8), for each
+// of the two LayerNorms separately. Tiles with a row past this bound take the direct product instead.
 constexpr float kMaxFoldMeanRatio = 32.f;
 
 bool fold_ok(const MaskHeadArgs& a, int64_t b, int64_t q0, int64_t P) {
@@ -413,7 +413,8 @@ void run_tile(const float* A, int64_t P, int64_t b, int64_t q0, const MaskHeadAr
 #if SAMFAST_X86
   if (avx2) {
     const GemmFn gemm = avx512 ? gemm_avx512 : gemm_avx2;
-    if (args.fold && fold_ok(args, b, q0, P)) fold_convt(gemm, avx2, avx512, args, pk, b, q0, P, T, buf.f.p);
+    if (args.fold && !args.bf16 && fold_ok(args, b, q0, P))
+      fold_convt(gemm, avx2, avx512, args, pk, b, q0, P, T, buf.f.p);
     else gemm(A, C, P, C, pk.w1p, pk.N1p, pk.b1p, T, pk.N1p, false);
     if (avx512 && C1 % 16 == 0) ln_gelu_avx512(T, P, pk, args.eps, T2);
     else if (C1 % 8 == 0) ln_gelu_avx2(T, P, pk, args.eps, T2);
@@ -426,7 +427,8 @@ void run_tile(const float* A, int64_t P, int64_t b, int64_t q0, const MaskHeadAr
 #endif
   (void)avx2;
   (void)avx512;
-  if (args.fold && fold_ok(args, b, q0, P)) fold_convt(gemm_base, false, false, args, pk, b, q0, P, T, buf.f.p);
+  if (args.fold && !args.bf16 && fold_ok(args, b, q0, P))
+    fold_convt(gemm_base, false, false, args, pk, b, q0, P, T, buf.f.p);
   else gemm_base(A, C, P, C, pk.w1p, pk.N1p, pk.b1p, T, pk.N1p, false);
   ln_gelu_base(T, P, pk, args.eps, T2);
   gemm_base(T2, C1, 4 * P, C1, pk.w2p, pk.N2p, pk.b2p, U, pk.N2p, true);

@@ -40,7 +40,7 @@ struct MaskHeadArgs {
   void* out = nullptr;          // [B, M, 4h, 4w]
   bool bf16 = false;            // all tensors bfloat16 (else float32); math is fp32 either way
   float eps = 1e-6f;
-  const MaskHeadFold* fold = nullptr;  // optional (float32): the first ConvT from the folded form above
+  const MaskHeadFold* fold = nullptr;  // optional: the first ConvT from the folded form above (ignored with bf16)
   const float* prepacked = nullptr;  // optional: pack_mask_head's output for these weights (w1 .. b2 are then
                                      // not read); used in place when 64-byte aligned, else copied per call
 };

@@ -48,7 +48,8 @@ class DecoderCache:
     hw: Tuple[int, int]
     features: Tensor  # the embedding this cache was built from [1, C, h, w]
     packed: Optional[Tensor] = None  # decoder parameters for ops.cached_mask_decoder (None: op-by-op path)
-    g: Optional[Tensor] = None  # ops.fold_image(x0, packed): the mask head's folded first ConvT, per image
+    g: Optional[Tensor] = None  # ops.fold_image(x0, packed): the mask head's folded first ConvT; tied to this x0
+    # and this packed (both made together in prepare())
 
 
 def _t2i(attn: Attention, q_tok: Tensor, x: Tensor, pe: Tensor,
