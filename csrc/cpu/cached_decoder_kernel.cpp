@@ -435,7 +435,7 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   mask_head_cpu(m);
 }
 
-int64_t cached_decoder_fold_width(const DecoderDims& d) { return round_up(4 * d.C1, 16); }
+int64_t cached_decoder_fold_width(const DecoderDims& d) { return mask_head_conv1_width(d.C1); }
 
 void cached_decoder_fold_image(const DecoderDims& d, const float* packed, const float* x0, int64_t N, float* g) {
   check_decoder_dims(d);

@@ -54,8 +54,7 @@ void visit_params(const DecoderDims& d, DecoderParams& p, V&& v) {
 }
 
 // Floats of the fold block (DecoderParams::Fold): two [C, N1p] matrices and five [N1p] vectors.
-int64_t fold_n1p(const DecoderDims& d) { return round_up(4 * d.C1, 16); }
-int64_t fold_numel(const DecoderDims& d) { return 2 * d.C * fold_n1p(d) + 5 * fold_n1p(d); }
+int64_t fold_numel(const DecoderDims& d) { return (2 * d.C + 5) * mask_head_conv1_width(d.C1); }
 
 int64_t entry_numel(ParamEntry::Kind k, int64_t out, int64_t in) {
   switch (k) {
@@ -98,7 +97,7 @@ DecoderParams bind_params(const DecoderDims& d, const float* packed) {
     off += entry_numel(k, out, in);
   });
   p.mask_head = packed + round_up(off, 16);  // 64-byte aligned when `packed` is (see mask_head_cpu)
-  const int64_t n1p = fold_n1p(d);
+  const int64_t n1p = mask_head_conv1_width(d.C1);
   const float* f = p.mask_head + round_up(mask_head_packed_numel(d.C, d.C1, d.C2), 16);
   p.fold.N1p = n1p;
   p.fold.Ap = f;

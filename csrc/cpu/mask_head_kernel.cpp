@@ -468,7 +468,7 @@ void mask_head_impl(const MaskHeadArgs& a, const Packed& pk, const float* hyper_
 struct PackLayout {
   int64_t N1p, N2p, w1p, b1p, w2p, b2p, lnw, lnb, end;
   PackLayout(int64_t C, int64_t C1, int64_t C2) {
-    N1p = round_up(4 * C1, kNR);
+    N1p = mask_head_conv1_width(C1);
     N2p = round_up(4 * C2, kNR);
     w1p = 0;
     b1p = w1p + round_up(N1p * C, 16);
@@ -487,6 +487,8 @@ Packed bind_packed(const MaskHeadArgs& a, const float* base /* 64-byte aligned *
 }
 
 }  // namespace
+
+int64_t mask_head_conv1_width(int64_t C1) { return round_up(4 * C1, kNR); }
 
 void mask_head_fold_panels(const float* M, int64_t HT, int64_t N1p, float* dst) {
   for (int64_t jp = 0; jp < N1p; jp += kNR)

@@ -24,6 +24,9 @@ struct MaskHeadFold {
   const float *k1 = nullptr, *k2 = nullptr, *c0 = nullptr, *c1 = nullptr, *cz = nullptr;  // [N1p]
 };
 
+// N1p: the first ConvT's 4 * C1 output columns padded to the GEMM panel width (the kernel's T tiles, g, M0/M1).
+int64_t mask_head_conv1_width(int64_t C1);
+
 // M [HT, N1p] row-major -> the panel layout MaskHeadFold::M0p / M1p expects (dst: HT * N1p floats).
 void mask_head_fold_panels(const float* M, int64_t HT, int64_t N1p, float* dst);
 
