@@ -239,6 +239,14 @@ def rel_pos_attention(
 # --------------------------------------------------------------------------------------------
 
 
+def layer_norm_2d(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
+    """segment_anything's LayerNorm2d: LayerNorm over the channels of a BxCxHxW tensor (biased variance)."""
+    u = x.mean(1, keepdim=True)
+    s = (x - u).pow(2).mean(1, keepdim=True)
+    x = (x - u) / torch.sqrt(s + eps)
+    return weight[:, None, None] * x + bias[:, None, None]
+
+
 def mask_head_reference(
     src: Tensor, w1: Tensor, b1: Tensor, ln_w: Tensor, ln_b: Tensor, w2: Tensor, b2: Tensor,
     hyper_in: Tensor, eps: float = 1e-6,
@@ -248,12 +256,7 @@ def mask_head_reference(
     src: [B, h, w, C] decoder image tokens (C = 256), w1: [C, C1, 2, 2], b1/ln_w/ln_b: [C1],
     w2: [C1, C2, 2, 2], b2: [C2], hyper_in: [B, M, C2]. Returns mask logits [B, M, 4h, 4w]."""
     x = src.permute(0, 3, 1, 2)
-    x = F.conv_transpose2d(x, w1, b1, stride=2)
-    u = x.mean(1, keepdim=True)
-    s = (x - u).pow(2).mean(1, keepdim=True)
-    x = (x - u) / torch.sqrt(s + eps)
-    x = ln_w[:, None, None] * x + ln_b[:, None, None]
-    x = F.gelu(x)
+    x = F.gelu(layer_norm_2d(F.conv_transpose2d(x, w1, b1, stride=2), ln_w, ln_b, eps))
     x = F.gelu(F.conv_transpose2d(x, w2, b2, stride=2))
     b, c, h, w = x.shape
     return (hyper_in @ x.reshape(b, c, h * w)).view(b, -1, h, w)

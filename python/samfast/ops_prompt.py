@@ -15,23 +15,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import _C
-from .ops import _check, _shape, tensor_ref, use_kernel
+from .ops import _check, _shape, layer_norm_2d, tensor_ref, use_kernel
 
 _PARAM_NAMES = ("w1", "b1", "ln1_w", "ln1_b", "w2", "b2", "ln2_w", "ln2_b", "w3", "b3")
-
-
-def _layer_norm_2d(x: Tensor, w: Tensor, b: Tensor, eps: float) -> Tensor:
-    u = x.mean(1, keepdim=True)
-    s = (x - u).pow(2).mean(1, keepdim=True)
-    return w[:, None, None] * ((x - u) / torch.sqrt(s + eps)) + b[:, None, None]
 
 
 def mask_embed_reference(mask: Tensor, params: Sequence[Tensor], eps1: float = 1e-6, eps2: float = 1e-6) -> Tensor:
     """The official `mask_downscaling` as functions. mask [B, 1, H, W]; params = (w1 [C1, 1, 2, 2], b1, ln1_w,
     ln1_b [C1], w2 [C2, C1, 2, 2], b2, ln2_w, ln2_b [C2], w3 [C, C2, 1, 1], b3 [C]) -> [B, C, H/4, W/4]."""
     w1, b1, n1w, n1b, w2, b2, n2w, n2b, w3, b3 = params
-    x = F.gelu(_layer_norm_2d(F.conv2d(mask, w1, b1, stride=2), n1w, n1b, eps1))
-    x = F.gelu(_layer_norm_2d(F.conv2d(x, w2, b2, stride=2), n2w, n2b, eps2))
+    x = F.gelu(layer_norm_2d(F.conv2d(mask, w1, b1, stride=2), n1w, n1b, eps1))
+    x = F.gelu(layer_norm_2d(F.conv2d(x, w2, b2, stride=2), n2w, n2b, eps2))
     return F.conv2d(x, w3, b3)
 
 
