@@ -214,6 +214,25 @@ void rel_dots_avx2(const float* q, const float* rel, int64_t n, int64_t hd, floa
 // ---- AVX-512F: 6 rows x NP panels of 16 (one zmm each), NP <= 4 (24 accumulators) ----------
 #define SAMFAST_ATTN_AVX512 __attribute__((target("avx512f,avx2,fma")))
 
+// c[i][p] += sum_k a[i * lda + k] * b[p * ldp + k * 16 : +16] for MR rows of a and NP 16-wide panels of b
+// (k in order): the register block shared by the QK^T and PV products.
+template <int NP>
+SAMFAST_ATTN_AVX512 inline __attribute__((always_inline)) void fma_panels_avx512(const float* a, int64_t lda,
+                                                                                 const float* b, int64_t ldp,
+                                                                                 int64_t K, __m512 (&c)[MR][NP]) {
+  for (int64_t k = 0; k < K; ++k) {
+    __m512 bv[NP];
+#pragma GCC unroll 4
+    for (int p = 0; p < NP; ++p) bv[p] = _mm512_loadu_ps(b + p * ldp + k * 16);
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; ++i) {
+      const __m512 av = _mm512_set1_ps(a[i * lda + k]);
+#pragma GCC unroll 4
+      for (int p = 0; p < NP; ++p) c[i][p] = _mm512_fmadd_ps(av, bv[p], c[i][p]);
+    }
+  }
+}
+
 template <int NP>
 SAMFAST_ATTN_AVX512 inline void qk_block_avx512(const float* q, int64_t hd, const float* k, float* s, int64_t Tk) {
   __m512 c[MR][NP];
@@ -221,17 +240,7 @@ SAMFAST_ATTN_AVX512 inline void qk_block_avx512(const float* q, int64_t hd, cons
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
     for (int p = 0; p < NP; ++p) c[i][p] = _mm512_setzero_ps();
-  for (int64_t d = 0; d < hd; ++d) {
-    __m512 b[NP];
-#pragma GCC unroll 4
-    for (int p = 0; p < NP; ++p) b[p] = _mm512_loadu_ps(k + p * 16 * hd + d * 16);  // panel p: [hd, 16]
-#pragma GCC unroll 6
-    for (int i = 0; i < MR; ++i) {
-      const __m512 a = _mm512_set1_ps(q[i * hd + d]);
-#pragma GCC unroll 4
-      for (int p = 0; p < NP; ++p) c[i][p] = _mm512_fmadd_ps(a, b[p], c[i][p]);
-    }
-  }
+  fma_panels_avx512<NP>(q, hd, k, 16 * hd, hd, c);  // key panel p: [hd, 16]
 #pragma GCC unroll 6
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
@@ -267,17 +276,7 @@ SAMFAST_ATTN_AVX512 inline void pv_block_avx512(const float* p, int64_t Tk, int6
 #pragma GCC unroll 4
     for (int q = 0; q < NP; ++q) c[i][q] = _mm512_mul_ps(_mm512_loadu_ps(o + i * hdp + 16 * q), al);
   }
-  for (int64_t j = 0; j < nk; ++j) {
-    __m512 b[NP];
-#pragma GCC unroll 4
-    for (int q = 0; q < NP; ++q) b[q] = _mm512_loadu_ps(v + q * 16 * Tk + j * 16);  // panel q: [Tk, 16]
-#pragma GCC unroll 6
-    for (int i = 0; i < MR; ++i) {
-      const __m512 a = _mm512_set1_ps(p[i * Tk + j]);
-#pragma GCC unroll 4
-      for (int q = 0; q < NP; ++q) c[i][q] = _mm512_fmadd_ps(a, b[q], c[i][q]);
-    }
-  }
+  fma_panels_avx512<NP>(p, Tk, v, 16 * Tk, nk, c);  // value panel q: [Tk, 16]
 #pragma GCC unroll 6
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
