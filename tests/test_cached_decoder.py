@@ -377,3 +377,13 @@ def test_matches_reference(models, mask_prompt):
         low_ref, iou_ref = ops.cached_mask_decoder_reference(dec, tokens, emb, pe_mod.get_dense_pe(), dense,
                                                              multimask)
         assert rel_err(low, low_ref) < 1e-5 and float((iou - iou_ref).abs().max()) < 1e-5
+
+
+def test_fold_image_of_a_non_contiguous_x0(models):
+    """ops.fold_image takes any x0 layout (a contiguous copy is made and kept alive for the C++ call)."""
+    _, ours = models
+    fd = FastMaskDecoder(ours)
+    c = fd.prepare(torch.randn(1, 256, 16, 16))
+    x0_t = c.x0.transpose(1, 2).contiguous().transpose(1, 2)  # same values, channels-first storage
+    assert not x0_t.is_contiguous()
+    assert torch.equal(ops.fold_image(x0_t, c.packed, fd._dims), c.g)

@@ -100,8 +100,9 @@ def fold_image(x0: Tensor, packed: Tensor, dims: List[int]) -> Tensor:
     """Per-image product of the mask head's folded first ConvT (`MaskHeadFold` in csrc/cpu/mask_head_kernel.h):
     g [N, fold width] = x0 [1, N, C] @ A'' (A'' from `packed`). With it, `cached_mask_decoder` forms each prompt's
     first ConvT from two rank-(heads*T) updates instead of an [N, C] x [C, 4 C1] product."""
+    x0, packed = x0.contiguous(), packed.contiguous()  # kept alive: the refs below only borrow their memory
     g = x0.new_empty((x0.shape[1], _C.cached_decoder_fold_width(list(dims))))
-    _C.cached_decoder_fold_image_cpu(tensor_ref(x0.contiguous()), tensor_ref(packed), list(dims), tensor_ref(g))
+    _C.cached_decoder_fold_image_cpu(tensor_ref(x0), tensor_ref(packed), list(dims), tensor_ref(g))
     return g
 
 
