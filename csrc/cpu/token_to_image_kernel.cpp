@@ -13,6 +13,7 @@
 
 #include "cpu/cpu_features.h"
 #include "cpu/mask_simd.h"
+#include "cpu/online_softmax.h"
 #include "cpu/small_gemm.h"
 
 #ifdef SAMFAST_WITH_OPENMP
@@ -77,34 +78,7 @@ SAMFAST_FLATTEN_BODY void run_range_body(const TokenToImageArgs& a, const RowPro
     float* st = buf.st.p;
     std::fill(st, st + kk * Qp, 0.f);
     gemm(isa, Kt, ldk, kk, Cp, UT, Qp, Qp, st, Qp);  // S^T[kk, Qp]
-    // online softmax along each query column
-    std::copy(st, st + Qp, mt);
-    for (int64_t j = 1; j < kk; ++j) {
-      const float* r = st + j * Qp;
-      for (int64_t q = 0; q < Qp; ++q) mt[q] = std::max(mt[q], r[q]);
-    }
-    for (int64_t q = 0; q < Qp; ++q) {
-      const float m_new = std::max(m[q], mt[q]);
-      corr[q] = m[q] - m_new;  // -inf on the first tile: exp -> 0 (acc and l are 0 then anyway)
-      m[q] = m_new;
-    }
-    exp_row(isa, corr, Qp);
-    for (int64_t j = 0; j < kk; ++j) {
-      float* r = st + j * Qp;
-      for (int64_t q = 0; q < Qp; ++q) r[q] -= m[q];
-      exp_row(isa, r, Qp);
-    }
-    for (int64_t q = 0; q < Qp; ++q) l[q] *= corr[q];
-    for (int64_t j = 0; j < kk; ++j) {
-      const float* r = st + j * Qp;
-      for (int64_t q = 0; q < Qp; ++q) l[q] += r[q];
-    }
-    for (int64_t q = 0; q < Q; ++q) {
-      const float f = corr[q];
-      if (f == 1.f) continue;  // running max unchanged (the common case after the first tiles)
-      float* ar = acc + q * Cp;
-      for (int64_t c = 0; c < Cp; ++c) ar[c] *= f;
-    }
+    online_softmax_tile(isa, st, kk, Qp, Q, m, l, mt, corr, acc, Cp);
     gemm<true>(isa, st, Qp, Q, kk, V, ldv, Cp, acc, Cp);  // acc[Q, Cp] += P[Q, kk] @ V[kk, Cp]
   }
 }
@@ -137,12 +111,8 @@ void run_range(const TokenToImageArgs& a, const RowProducer& pr, const float* UT
 
 }  // namespace
 
-void token_to_image_cpu(const TokenToImageArgs& a, const RowProducer& produce) {
-  if (produce && a.Bx != a.B)
-    throw std::invalid_argument("token_to_image_cpu: a row producer needs per-batch image tokens (Bx == B)");
-  if (a.B == 0 || a.Q == 0 || a.C == 0) return;
-  const int64_t Q = a.Q, C = a.C, Cp = round_up(C, 8), Qp = round_up(Q, 8);
-  const int64_t ntiles = (a.N + kKeys - 1) / kKeys;
+int64_t key_range_splits(int64_t B, int64_t N, int64_t tile, bool producer) {
+  const int64_t ntiles = (N + tile - 1) / tile;
 #ifdef SAMFAST_WITH_OPENMP
   const int64_t threads = std::max(1, omp_get_max_threads());
 #else
@@ -150,9 +120,40 @@ void token_to_image_cpu(const TokenToImageArgs& a, const RowProducer& produce) {
 #endif
   // Enough tasks for every thread (x2 for balance) when the batch alone does not provide them.
   // (x8 with a producer: its share of the work makes tasks coarse, so balance needs more of them)
-  const int64_t per_thread = produce ? 8 : 2;
-  const int64_t nsplit = std::clamp<int64_t>((per_thread * threads + a.B - 1) / a.B, 1, ntiles);
-  const int64_t tiles_per = (ntiles + nsplit - 1) / nsplit;
+  const int64_t per_thread = producer ? 8 : 2;
+  return std::clamp<int64_t>((per_thread * threads + B - 1) / B, 1, std::max<int64_t>(ntiles, 1));
+}
+
+void merge_key_ranges(int64_t B, int64_t Q, int64_t Qp, int64_t nsplit, const float* M, const float* L,
+                      const float* Acc, int64_t lda, int64_t C, float* out) {
+#pragma omp for schedule(static)
+  for (int64_t r = 0; r < B * Q; ++r) {
+    const int64_t b = r / Q, i = r % Q;
+    float mmax = -std::numeric_limits<float>::infinity();
+    for (int64_t sp = 0; sp < nsplit; ++sp) mmax = std::max(mmax, M[(b * nsplit + sp) * Qp + i]);
+    float* o = out + r * C;
+    std::fill(o, o + C, 0.f);
+    float lsum = 0.f;
+    for (int64_t sp = 0; sp < nsplit; ++sp) {
+      const int64_t t = b * nsplit + sp;
+      if (L[t * Qp + i] == 0.f) continue;  // empty key range
+      const float w = std::exp(M[t * Qp + i] - mmax);
+      lsum += w * L[t * Qp + i];
+      const float* ar = Acc + (t * Q + i) * lda;
+      for (int64_t c = 0; c < C; ++c) o[c] += w * ar[c];
+    }
+    const float inv = 1.f / lsum;
+    for (int64_t c = 0; c < C; ++c) o[c] *= inv;
+  }
+}
+
+void token_to_image_cpu(const TokenToImageArgs& a, const RowProducer& produce) {
+  if (produce && a.Bx != a.B)
+    throw std::invalid_argument("token_to_image_cpu: a row producer needs per-batch image tokens (Bx == B)");
+  if (a.B == 0 || a.Q == 0 || a.C == 0) return;
+  const int64_t Q = a.Q, C = a.C, Cp = round_up(C, 8), Qp = round_up(Q, 8);
+  const int64_t nsplit = key_range_splits(a.B, a.N, kKeys, bool(produce));
+  const int64_t tiles_per = ((a.N + kKeys - 1) / kKeys + nsplit - 1) / nsplit;
 
   AlignedFloats UT, M, L, Acc;
   UT.alloc(a.B * Cp * Qp);  // u[b]^T, zero padded
@@ -179,26 +180,7 @@ void token_to_image_cpu(const TokenToImageArgs& a, const RowProducer& produce) {
       run_range(a, produce, UT.p + b * Cp * Qp, Cp, Qp, b, k0, k1, M.p + t * Qp, L.p + t * Qp, Acc.p + t * Q * Cp,
                 buf, isa);
     }
-    // merge the key ranges of each (batch, query row)
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < a.B * Q; ++r) {
-      const int64_t b = r / Q, i = r % Q;
-      float mmax = -std::numeric_limits<float>::infinity();
-      for (int64_t sp = 0; sp < nsplit; ++sp) mmax = std::max(mmax, M.p[(b * nsplit + sp) * Qp + i]);
-      float* o = a.out + r * C;
-      std::fill(o, o + C, 0.f);
-      float lsum = 0.f;
-      for (int64_t sp = 0; sp < nsplit; ++sp) {
-        const int64_t t = b * nsplit + sp;
-        if (L.p[t * Qp + i] == 0.f) continue;  // empty key range
-        const float w = std::exp(M.p[t * Qp + i] - mmax);
-        lsum += w * L.p[t * Qp + i];
-        const float* ar = Acc.p + (t * Q + i) * Cp;
-        for (int64_t c = 0; c < C; ++c) o[c] += w * ar[c];
-      }
-      const float inv = 1.f / lsum;
-      for (int64_t c = 0; c < C; ++c) o[c] *= inv;
-    }
+    merge_key_ranges(a.B, Q, Qp, nsplit, M.p, L.p, Acc.p, Cp, C, a.out);
   }
 }
 

@@ -26,4 +26,13 @@ struct TokenToImageArgs {
 using RowProducer = std::function<void(int64_t b, int64_t n0, int64_t n1)>;
 void token_to_image_cpu(const TokenToImageArgs& a, const RowProducer& produce = {});
 
+// Shared with the other online-softmax kernels (token_to_image_ln_kernel.h):
+// how many key ranges each batch's N keys are split into (tiles of `tile` keys; enough tasks for the threads);
+int64_t key_range_splits(int64_t B, int64_t N, int64_t tile, bool producer);
+// and the merge of the ranges' partials (task t = b * nsplit + s: running max M[t, Qp], sum L[t, Qp],
+// accumulator Acc[t, Q, lda]): out[b, q, 0:C] = sum_s e^(M_s - max) Acc_s / sum_s e^(M_s - max) L_s.
+// An `omp for` over (b, q): call it from inside a parallel region (or serially).
+void merge_key_ranges(int64_t B, int64_t Q, int64_t Qp, int64_t nsplit, const float* M, const float* L,
+                      const float* Acc, int64_t lda, int64_t C, float* out);
+
 }  // namespace samfast::cpu
