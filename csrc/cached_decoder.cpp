@@ -5,7 +5,8 @@
 //   _C.cached_decoder_cpu(tokens, x0, pe, k0, v0, q0, features, dense, packed, dims, h, w, multimask, eps, eps2d,
 //                         masks, iou, g)   dense numel 0: mask-free prompts (layer 0 from the cache); g numel 0:
 //                         first ConvT unfolded
-//   _C.cached_decoder_fold_image_cpu(x0, packed, dims, g)   per image: g = x0 @ A'' (see MaskHeadFold)
+//   _C.cached_decoder_fold_image_cpu(x0, pe, packed, dims, g)   per image: g = {x0 @ A'' (MaskHeadFold), layer 1's
+//                         token->image kv block (t2i_ln)}, see cached_decoder_fold_image
 // dims = [C, heads, Di, mlp_dim, mask_tokens, iou_hidden, C1, C2].
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -132,18 +133,22 @@ void forward_op(const TensorRef& tokens,  // [B, T, C]
 }
 
 void fold_image_op(const TensorRef& x0,      // [1, N, C]
+                   const TensorRef& pe,      // [1, N, C]
                    const TensorRef& packed,  // [packed_numel(dims)]
                    const std::vector<int64_t>& dims,
                    const TensorRef& g) {     // [N, fold width]
-  for (auto [t, name] : {std::pair{&x0, "x0"}, std::pair{&packed, "packed"}, std::pair{&g, "g"}})
+  for (auto [t, name] : {std::pair{&x0, "x0"}, std::pair{&pe, "pe"}, std::pair{&packed, "packed"},
+                         std::pair{&g, "g"}})
     check_device(*t, name, /*want_cuda=*/false);
   const cpu::DecoderDims d = parse_dims(dims);
   check_tensor(x0, "x0", {1, -1, d.C}, kF32);
   const int64_t N = x0.size(1);
+  check_tensor(pe, "pe", {1, N, d.C}, kF32);
   check_tensor(packed, "packed", {cpu::decoder_packed_numel(d)}, kF32);
   check_tensor(g, "g", {N, cpu::cached_decoder_fold_width(d)}, kF32);
   CpuKernelScope scope;  // no GIL, samfast's thread count
-  cpu::cached_decoder_fold_image(d, packed.data<const float>(), x0.data<const float>(), N, g.data<float>());
+  cpu::cached_decoder_fold_image(d, packed.data<const float>(), x0.data<const float>(), pe.data<const float>(), N,
+                                 g.data<float>());
 }
 
 void bind(py::module_& m) {
@@ -161,8 +166,10 @@ void bind(py::module_& m) {
         "logits [B, K, 4h, 4w] and IoU predictions [B, K]. g: cached_decoder_fold_image's output, or numel 0.");
   m.def("cached_decoder_fold_width", [](const std::vector<int64_t>& d) { return cpu::cached_decoder_fold_width(parse_dims(d)); },
         py::arg("dims"), "Columns of cached_decoder_fold_image's output.");
-  m.def("cached_decoder_fold_image_cpu", &fold_image_op, py::arg("x0"), py::arg("packed"), py::arg("dims"), py::arg("g"),
-        "Per-image product of the mask head's folded first ConvT: g [N, fold width] = x0 @ A''.");
+  m.def("cached_decoder_fold_image_cpu", &fold_image_op, py::arg("x0"), py::arg("pe"), py::arg("packed"), py::arg("dims"),
+        py::arg("g"),
+        "Per-image products for mask-free prompts, g [N, fold width]: x0 @ A'' (the mask head's folded first ConvT) "
+        "and layer 1's token->image kv block (see cpu/cached_decoder_kernel.h).");
 }
 
 }  // namespace

@@ -103,22 +103,25 @@ def _op_args(ours, B=1, T=7):
 
 
 def test_folded_first_convt_matches_unfolded(models, simd):
-    """The mask head's first ConvT formed from the per-image product g and the two image->token updates
-    (FastMaskDecoder's default) agrees with the direct [C, 4 C1] product per pixel."""
+    """With the per-image products g (FastMaskDecoder's default), the mask head's first ConvT is formed from g and
+    the two image->token updates, and layer 1's token->image attention from g's kv block (t2i_ln); both agree with
+    the direct products over the image rows."""
     _, ours = models
     fd = FastMaskDecoder(ours)
     g = torch.Generator().manual_seed(21)
     c = fd.prepare(torch.randn(1, 256, 16, 16, generator=g))
     assert c.g is not None and c.g.shape == (256, _C.cached_decoder_fold_width(fd._dims))
-    for B, T, multimask in ((1, 7, True), (3, 8, False), (2, 6, True)):
+    # T <= 8: both folds; 9 <= T <= 16: only layer 1's token->image attention (heads * T <= 128)
+    for B, T, multimask in ((1, 7, True), (3, 8, False), (2, 6, True), (2, 9, True), (1, 16, False)):
         tokens = torch.randn(B, T, 256, generator=g)
         args = (tokens, c.x0, c.pe, c.k0, c.v0, c.q0, c.packed, fd._dims, c.hw, multimask)
         plain = ops.cached_mask_decoder(*args)
         folded = ops.cached_mask_decoder(*args, g=c.g)
-        assert rel_err(folded[0], plain[0]) < 1e-5 and torch.equal(folded[1], plain[1])
+        assert rel_err(folded[0], plain[0]) < 1e-5 and rel_err(folded[1], plain[1]) < 1e-5, (B, T)
         assert not torch.equal(folded[0], plain[0])  # other rounding: the folded path did run
-    # more tokens (heads * T > C / 4): the fold would cost more than it saves, so g is not used
-    tokens = torch.randn(2, 9, 256, generator=g)
+        assert not torch.equal(folded[1], plain[1])  # the IoU too: layer 1's attention ran from g
+    # more tokens (heads * T > 128): the folds would cost more than they save, so g is not used
+    tokens = torch.randn(2, 17, 256, generator=g)
     args = (tokens, c.x0, c.pe, c.k0, c.v0, c.q0, c.packed, fd._dims, c.hw, True)
     assert torch.equal(ops.cached_mask_decoder(*args, g=c.g)[0], ops.cached_mask_decoder(*args)[0])
     with pytest.raises(ValueError, match="g: expected shape"):
@@ -169,7 +172,7 @@ def test_opcheck(models):
     for f, dense in ((None, None), (feats, torch.randn(2, 256, h, w))):
         torch.library.opcheck(torch.ops.samfast.cached_mask_decoder.default,
                               (tokens, x0, pe, k0, v0, q0, f, dense, packed, dims, h, w, True, 1e-5, 1e-6))
-    g = ops.fold_image(x0, packed, dims)
+    g = ops.fold_image(x0, pe, packed, dims)
     torch.library.opcheck(torch.ops.samfast.cached_mask_decoder.default,
                           (tokens, x0, pe, k0, v0, q0, None, None, packed, dims, h, w, False, 1e-5, 1e-6, g))
 
@@ -386,4 +389,4 @@ def test_fold_image_of_a_non_contiguous_x0(models):
     c = fd.prepare(torch.randn(1, 256, 16, 16))
     x0_t = c.x0.transpose(1, 2).contiguous().transpose(1, 2)  # same values, channels-first storage
     assert not x0_t.is_contiguous()
-    assert torch.equal(ops.fold_image(x0_t, c.packed, fd._dims), c.g)
+    assert torch.equal(ops.fold_image(x0_t, c.pe, c.packed, fd._dims), c.g)

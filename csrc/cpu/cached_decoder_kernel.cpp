@@ -13,6 +13,7 @@
 #include "cpu/mask_head_kernel.h"
 #include "cpu/small_gemm.h"
 #include "cpu/token_to_image_kernel.h"
+#include "cpu/token_to_image_ln_kernel.h"
 #include "tensor_ref.h"
 
 namespace samfast::cpu {
@@ -171,6 +172,72 @@ void t2i_unfold(const Ctx& c, const AttnP& a, int64_t T, T2iBufs& w, float* out 
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
       gemm_wt(c, a.v, w.z.p + (b * H + h) * T * C, C, T, 0, C, h * dh, dh, w.o + b * T * Di + h * dh, Di);
+  linear(c, a.o, w.o, Di, R, out, C);
+}
+
+// Layer 1's token->image attention over layer 0's image->token output without reading it (token_to_image_ln_kernel.h):
+// x_n = LN(y_n) with y_n = img_n + R0^T p0_n + ob0, from the per-image kv block (Kc | Kpe | Vc, [N, 3 Di]) and the
+// rows' p0 / {mean, rstd}, which the fused layer-0 image->token pass (`produce`) writes just before they are read.
+void t2i_ln(const Ctx& c, const AttnP& a, const float* ob0, const Slot& norm0, const float* R0 /* [B, HT, C] */,
+            const float* qt, int64_t T, T2iBufs& w, const float* p0, const float* st0, const float* kv, int64_t N,
+            const RowProducer& produce, float* out /* [B*T, C] */) {
+  const int64_t B = c.B, C = c.C, H = c.H, Di = c.Di, dh = Di / H, HT = H * T, Tp = round_up(T, 8), Q = H * Tp;
+  const int64_t Wa = token_to_image_ln_out_width(dh, HT);
+  t2i_fold(c, a, qt, T, w);  // qh = q_proj(qt); u[(b*H + h)*T + t] = Wk_h^T q / sqrt(dh)
+  const float scale = 1.f / std::sqrt(static_cast<float>(dh));
+  AlignedFloats qT, uT, gT, alpha, Rc, obc, res;
+  qT.alloc(B * Di * Tp);
+  uT.alloc(C * Q);
+  gT.alloc(B * HT * Q);
+  alpha.alloc(B * Q);
+  Rc.alloc(B * HT * C, false);
+  obc.alloc(C, false);
+  res.alloc(B * Q * Wa, false);
+  const auto center = [C](const float* src, float* dst) {
+    float mean = 0.f;
+    for (int64_t k = 0; k < C; ++k) mean += src[k];
+    mean /= static_cast<float>(C);
+    for (int64_t k = 0; k < C; ++k) dst[k] = src[k] - mean;
+  };
+  center(ob0, obc.p);
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t t = 0; t < T; ++t) {
+        for (int64_t d = 0; d < dh; ++d)
+          qT.p[(b * Di + h * dh + d) * Tp + t] = w.qh[(b * T + t) * Di + h * dh + d] * scale;
+        const float* u = w.u.p + ((b * H + h) * T + t) * C;
+        for (int64_t k = 0; k < C; ++k) uT.p[k * Q + h * Tp + t] = u[k] * norm0.w[k];
+      }
+    for (int64_t i = 0; i < HT; ++i) center(R0 + (b * HT + i) * C, Rc.p + (b * HT + i) * C);
+    gemm(c.isa, Rc.p + b * HT * C, C, HT, C, uT.p, Q, Q, gT.p + b * HT * Q, Q);  // G^T = R^c u~^T
+    gemm(c.isa, obc.p, C, 1, C, uT.p, Q, Q, alpha.p + b * Q, Q);
+  }
+  TokenToImageLnArgs ta;
+  ta.B = B; ta.N = N; ta.H = H; ta.Tp = Tp; ta.dh = dh; ta.HT = HT;
+  ta.q = qT.p; ta.gT = gT.p; ta.alpha = alpha.p;
+  ta.kv = kv; ta.ldkv = 3 * Di; ta.kc = 0; ta.kpe = Di; ta.vc = 2 * Di;
+  ta.p = p0; ta.stats = st0; ta.out = res.p;
+  token_to_image_ln_cpu(ta, produce);
+  // Y_j = gamma * (R^cT B_j + ob^c s_j) + beta into z rows (b*H + h)*T + t; o = bv + Wv_h Y_j + A_j; out = o_proj(o)
+  float* z = w.z.p;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h) {
+      const float* rj = res.p + (b * Q + h * Tp) * Wa;
+      float* zr = z + (b * H + h) * T * C;
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t k = 0; k < C; ++k) zr[t * C + k] = obc.p[k] * rj[t * Wa + dh + HT];
+      gemm(c.isa, rj + dh, Wa, T, HT, Rc.p + b * HT * C, C, C, zr, C);
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t k = 0; k < C; ++k) zr[t * C + k] = zr[t * C + k] * norm0.w[k] + norm0.b[k];
+    }
+  const int64_t R = B * T;
+  for (int64_t r = 0; r < R; ++r) std::memcpy(w.o + r * Di, a.v.b, Di * sizeof(float));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h) {
+      gemm_wt(c, a.v, z + (b * H + h) * T * C, C, T, 0, C, h * dh, dh, w.o + b * T * Di + h * dh, Di);
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t d = 0; d < dh; ++d) w.o[(b * T + t) * Di + h * dh + d] += res.p[(b * Q + h * Tp + t) * Wa + d];
+    }
   linear(c, a.o, w.o, Di, R, out, C);
 }
 
@@ -341,11 +408,16 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   // own passes; measured slower from T ~ 12 on (SAM: H * T <= C / 4 means T <= 8, a point or a box).
   const int64_t HT = H * T, n1p = p.fold.N1p;
   const bool fold = a.g && !a.dense && 4 * HT <= C;
+  // Layer 1's token->image attention from the per-image kv block (t2i_ln): for up to 16 tokens, where its
+  // ~HT + 2 dh MACs per score and value column beat the 2 C of reading the image rows.
+  const bool ln1 = a.g && !a.dense && HT % 8 == 0 && (Di / H) % 8 == 0 && HT <= 128;
   AlignedFloats P0, P1, st0, st1, M0p, M1p, Mtmp;
-  if (fold) {
+  if (fold || ln1) {
     P0.alloc(B * N * HT, false);
-    P1.alloc(B * N * HT, false);
     st0.alloc(B * N * 2, false);
+  }
+  if (fold) {
+    P1.alloc(B * N * HT, false);
     st1.alloc(B * N * 2, false);
     M0p.alloc(B * HT * n1p, false);
     M1p.alloc(B * HT * n1p, false);
@@ -362,11 +434,11 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   };
   ImageToTokenArgs ia0 = a.dense ? i2t_prepare(c, L0.i2t, L0.n4, xd.p, B, a.pe, nullptr, N, qt, q.p, T, xb.p, iw)
                                  : i2t_prepare(c, L0.i2t, L0.n4, a.x0, 1, a.pe, a.q0, N, qt, q.p, T, xb.p, iw);
-  if (fold) {
+  if (fold || ln1) {
     ia0.p_out = P0.p;
     ia0.ln_stats = st0.p;
-    fold_update(iw.r.p, p.fold.App, M0p.p);
   }
+  if (fold) fold_update(iw.r.p, p.fold.App, M0p.p);
   const ImageToTokenRows i2t0(ia0);
   // ---- layer 1
   const LayerP& L1 = p.layers[1];
@@ -374,9 +446,14 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   self_attention(c, L1.self_attn, qpe, qpe, q.p, T, tmp.p, scratch.p);
   add_norm(c, q.p, tmp.p, R, L1.n1);
   add(c.isa, q.p, P, qpe, R * C);
-  t2i_fold(c, L1.t2i, qpe, T, tw);
-  t2i_attend(c, T, xb.p, B, a.pe, N, tw, [&](int64_t b, int64_t n0, int64_t n1) { i2t0.run(b, n0, n1); });
-  t2i_unfold(c, L1.t2i, T, tw, tmp.p);
+  const RowProducer run_i2t0 = [&](int64_t b, int64_t n0, int64_t n1) { i2t0.run(b, n0, n1); };
+  if (ln1) {  // iw.r still holds layer 0's R0 (image->token rows)
+    t2i_ln(c, L1.t2i, L0.i2t.o.b, L0.n4, iw.r.p, qpe, T, tw, P0.p, st0.p, a.g + N * n1p, N, run_i2t0, tmp.p);
+  } else {
+    t2i_fold(c, L1.t2i, qpe, T, tw);
+    t2i_attend(c, T, xb.p, B, a.pe, N, tw, run_i2t0);
+    t2i_unfold(c, L1.t2i, T, tw, tmp.p);
+  }
   add_norm(c, q.p, tmp.p, R, L1.n2);
   linear(c, L1.mlp1, q.p, C, R, hid.p, d.Mlp, true);
   linear(c, L1.mlp2, hid.p, d.Mlp, R, tmp.p, C);
@@ -435,19 +512,39 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   mask_head_cpu(m);
 }
 
-int64_t cached_decoder_fold_width(const DecoderDims& d) { return mask_head_conv1_width(d.C1); }
+int64_t cached_decoder_fold_width(const DecoderDims& d) { return mask_head_conv1_width(d.C1) + 3 * d.Di; }
 
-void cached_decoder_fold_image(const DecoderDims& d, const float* packed, const float* x0, int64_t N, float* g) {
+void cached_decoder_fold_image(const DecoderDims& d, const float* packed, const float* x0, const float* pe, int64_t N,
+                               float* g) {
   check_decoder_dims(d);
   const DecoderParams p = bind_params(d, packed);
-  const int64_t n1p = p.fold.N1p;
-  const Isa isa = pick_isa();
+  const int64_t n1p = p.fold.N1p, C = d.C, Di = d.Di, W = 3 * Di;
+  const Ctx c{pick_isa(), 1, C, d.H, Di, 0.f};
+  const Slot &gamma = p.layers[0].n4, &wk = p.layers[1].t2i.k, &wv = p.layers[1].t2i.v;
+  float* kv = g + N * n1p;
   constexpr int64_t kRows = 64;
-#pragma omp parallel for schedule(static)
-  for (int64_t r0 = 0; r0 < N; r0 += kRows) {
-    const int64_t rows = std::min(kRows, N - r0);
-    std::fill(g + r0 * n1p, g + (r0 + rows) * n1p, 0.f);
-    gemm(isa, x0 + r0 * d.C, d.C, rows, d.C, p.fold.App, n1p, n1p, g + r0 * n1p, n1p);
+#pragma omp parallel
+  {
+    AlignedFloats xc;
+    xc.alloc(kRows * C, false);
+#pragma omp for schedule(static)
+    for (int64_t r0 = 0; r0 < N; r0 += kRows) {
+      const int64_t rows = std::min(kRows, N - r0);
+      std::fill(g + r0 * n1p, g + (r0 + rows) * n1p, 0.f);
+      gemm(c.isa, x0 + r0 * C, C, rows, C, p.fold.App, n1p, n1p, g + r0 * n1p, n1p);
+      for (int64_t i = 0; i < rows; ++i) {  // (x0 - row mean) * layer 0's norm4 weight
+        const float* x = x0 + (r0 + i) * C;
+        float mean = 0.f;
+        for (int64_t k = 0; k < C; ++k) mean += x[k];
+        mean /= static_cast<float>(C);
+        for (int64_t k = 0; k < C; ++k) xc.p[i * C + k] = (x[k] - mean) * gamma.w[k];
+      }
+      float* out = kv + r0 * W;
+      std::fill(out, out + rows * W, 0.f);
+      gemm_wt(c, wk, xc.p, C, rows, 0, C, 0, Di, out, W);                // Kc
+      gemm_wt(c, wk, pe + r0 * C, C, rows, 0, C, 0, Di, out + Di, W);    // Kpe
+      gemm_wt(c, wv, xc.p, C, rows, 0, C, 0, Di, out + 2 * Di, W);       // Vc
+    }
   }
 }
 

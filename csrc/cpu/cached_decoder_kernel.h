@@ -56,9 +56,10 @@ struct CachedDecoderArgs {
   const float* features = nullptr;     // [C, N]  image embedding (NCHW), read with `dense`
   const float* dense = nullptr;        // [B, C, N] or null: dense (mask) prompt embeddings (NCHW); when set,
                                        // layer 0 runs on features + dense instead of the cache (x0 / k0 / v0 / q0)
-  const float* g = nullptr;            // [N, N1p] cached_decoder_fold_image(x0) or null; mask-free prompts with it
-                                       // run the mask head's first ConvT folded (MaskHeadFold): no [C, 4 C1] GEMM
-                                       // per pixel and prompt
+  const float* g = nullptr;            // [N, fold_width] cached_decoder_fold_image(x0, pe) or null; mask-free
+                                       // prompts with it run the mask head's first ConvT folded (MaskHeadFold: no
+                                       // [C, 4 C1] GEMM per pixel and prompt) and layer 1's token->image attention
+                                       // from its kv block (t2i_ln: no pass over the image rows)
   float* masks = nullptr;              // [B, K, 4h, 4w]  K = M - 1 (multimask) or 1
   float* iou = nullptr;                // [B, K]
 };
@@ -66,8 +67,13 @@ struct CachedDecoderArgs {
 // All pointers contiguous float32, N % 8 == 0. OpenMP inside; AVX-512F / AVX2 / portable picked at run time.
 void cached_decoder_cpu(const CachedDecoderArgs& a);
 
-// The per-image product of the folded first ConvT: g [N, fold_width] = x0 [N, C] @ A'' (from `packed`).
+// Per-image products for mask-free prompts, one buffer g of [N, fold_width] floats laid out as two blocks:
+//   G  [N, N1p]   = x0 @ A''  (the mask head's folded first ConvT, MaskHeadFold)
+//   kv [N, 3 Di]  = Kc | Kpe | Vc of layer 1's token->image attention (t2i_ln, token_to_image_ln_kernel.h):
+//                   Kc = ((x0 - row mean) * w) Wk^T, Kpe = pe Wk^T, Vc = ((x0 - row mean) * w) Wv^T, with w
+//                   layer 0's norm4 weight and Wk / Wv layer 1's token->image k / v projections (no bias).
 int64_t cached_decoder_fold_width(const DecoderDims& d);
-void cached_decoder_fold_image(const DecoderDims& d, const float* packed, const float* x0, int64_t N, float* g);
+void cached_decoder_fold_image(const DecoderDims& d, const float* packed, const float* x0, const float* pe, int64_t N,
+                               float* g);
 
 }  // namespace samfast::cpu

@@ -48,8 +48,8 @@ class DecoderCache:
     hw: Tuple[int, int]
     features: Tensor  # the embedding this cache was built from [1, C, h, w]
     packed: Optional[Tensor] = None  # decoder parameters for ops.cached_mask_decoder (None: op-by-op path)
-    g: Optional[Tensor] = None  # ops.fold_image(x0, packed): the mask head's folded first ConvT; tied to this x0
-    # and this packed (both made together in prepare())
+    g: Optional[Tensor] = None  # ops.fold_image(x0, pe, packed): per-image products for mask-free prompts; tied to
+    # this x0, pe and packed (made together in prepare())
 
 
 def _t2i(attn: Attention, q_tok: Tensor, x: Tensor, pe: Tensor,
@@ -144,7 +144,7 @@ class FastMaskDecoder:
         cache = DecoderCache(x0.contiguous(), pe.contiguous(), k0, v0, q0, (h, w), features)
         if self._whole_kernel_ok(cache):  # parameter changes are picked up once per image
             cache.packed = self._packed_params()
-            cache.g = ops.fold_image(cache.x0, cache.packed, self._dims)
+            cache.g = ops.fold_image(cache.x0, cache.pe, cache.packed, self._dims)
         return cache
 
     @torch.no_grad()

@@ -96,13 +96,15 @@ def cached_mask_decoder_reference(
     return masks[:, sl], iou[:, sl]
 
 
-def fold_image(x0: Tensor, packed: Tensor, dims: List[int]) -> Tensor:
-    """Per-image product of the mask head's folded first ConvT (`MaskHeadFold` in csrc/cpu/mask_head_kernel.h):
-    g [N, fold width] = x0 [1, N, C] @ A'' (A'' from `packed`). With it, `cached_mask_decoder` forms each prompt's
-    first ConvT from two rank-(heads*T) updates instead of an [N, C] x [C, 4 C1] product."""
-    x0, packed = x0.contiguous(), packed.contiguous()  # kept alive: the refs below only borrow their memory
+def fold_image(x0: Tensor, pe: Tensor, packed: Tensor, dims: List[int]) -> Tensor:
+    """Per-image products for mask-free prompts (see `cached_decoder_fold_image` in csrc/cpu/cached_decoder_kernel.h):
+    g [N, fold width] holds x0 [1, N, C] @ A'' (the mask head's folded first ConvT, `MaskHeadFold`) followed by layer
+    1's token->image kv block (keys / values of layer 0's image->token output, centred and split into image and
+    per-prompt parts). With it, `cached_mask_decoder` forms each prompt's first ConvT from two rank-(heads*T)
+    updates, and layer 1's token->image attention without a pass over the [N, C] image rows."""
+    x0, pe, packed = x0.contiguous(), pe.contiguous(), packed.contiguous()  # kept alive: the refs only borrow
     g = x0.new_empty((x0.shape[1], _C.cached_decoder_fold_width(list(dims))))
-    _C.cached_decoder_fold_image_cpu(tensor_ref(x0), tensor_ref(packed), list(dims), tensor_ref(g))
+    _C.cached_decoder_fold_image_cpu(tensor_ref(x0), tensor_ref(pe), tensor_ref(packed), list(dims), tensor_ref(g))
     return g
 
 
@@ -137,8 +139,8 @@ def cached_mask_decoder(
     """Whole decoder. tokens [B, T, C] (IoU token, mask tokens, sparse prompt embeddings), cache tensors as
     in `fast_decoder.DecoderCache` (x0, pe [1, N, C], k0 [H, Di/H, N], v0 [H, N, Di/H], q0 [N, Di]),
     packed = pack_decoder(...); dense [B, C, h, w] = the mask prompts' dense embedding with features
-    [1, C, h, w] = the image embedding, or None for mask-free prompts; g = fold_image(x0, packed, dims) of this
-    very x0 and packed (only its shape can be checked), or None: mask-free prompts with few tokens (heads * T <=
+    [1, C, h, w] = the image embedding, or None for mask-free prompts; g = fold_image(x0, pe, packed, dims) of this
+    very x0, pe and packed (only its shape can be checked), or None: mask-free prompts with few tokens (heads * T <=
     C / 4) then run the mask head's first ConvT folded. Returns (low_res [B, K, 4h, 4w],
     iou [B, K]), K = mask_tokens - 1 with multimask, else 1. CPU float32 only (the C++ side checks every shape)."""
     _check(use_kernel("cached_decoder", tokens), RuntimeError,
