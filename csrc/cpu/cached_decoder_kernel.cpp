@@ -175,31 +175,36 @@ void t2i_unfold(const Ctx& c, const AttnP& a, int64_t T, T2iBufs& w, float* out 
   linear(c, a.o, w.o, Di, R, out, C);
 }
 
+// Blocks of the per-image kv block of g (cached_decoder_fold_image): Kc | Kpe | Vc, Di columns each.
+constexpr int64_t kKvBlocks = 3;
+
+// dst[r, :] = src[r, :] - mean(src[r, :]) for `rows` rows of C.
+void center_rows(const float* src, int64_t rows, int64_t C, float* dst) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float mean = 0.f;
+    for (int64_t k = 0; k < C; ++k) mean += src[r * C + k];
+    mean /= static_cast<float>(C);
+    for (int64_t k = 0; k < C; ++k) dst[r * C + k] = src[r * C + k] - mean;
+  }
+}
+
 // Layer 1's token->image attention over layer 0's image->token output without reading it (token_to_image_ln_kernel.h):
 // x_n = LN(y_n) with y_n = img_n + R0^T p0_n + ob0, from the per-image kv block (Kc | Kpe | Vc, [N, 3 Di]) and the
 // rows' p0 / {mean, rstd}, which the fused layer-0 image->token pass (`produce`) writes just before they are read.
-void t2i_ln(const Ctx& c, const AttnP& a, const float* ob0, const Slot& norm0, const float* R0 /* [B, HT, C] */,
-            const float* qt, int64_t T, T2iBufs& w, const float* p0, const float* st0, const float* kv, int64_t N,
+// Rc: layer 0's image->token rows R0, centred [B, HT, C]; obc: its out_proj bias, centred [C] (center_rows).
+void t2i_ln(const Ctx& c, const AttnP& a, const float* obc, const Slot& norm0, const float* Rc, const float* qt,
+            int64_t T, T2iBufs& w, const float* p0, const float* st0, const float* kv, int64_t N,
             const RowProducer& produce, float* out /* [B*T, C] */) {
   const int64_t B = c.B, C = c.C, H = c.H, Di = c.Di, dh = Di / H, HT = H * T, Tp = round_up(T, 8), Q = H * Tp;
   const int64_t Wa = token_to_image_ln_out_width(dh, HT);
   t2i_fold(c, a, qt, T, w);  // qh = q_proj(qt); u[(b*H + h)*T + t] = Wk_h^T q / sqrt(dh)
   const float scale = 1.f / std::sqrt(static_cast<float>(dh));
-  AlignedFloats qT, uT, gT, alpha, Rc, obc, res;
+  AlignedFloats qT, uT, gT, alpha, res;
   qT.alloc(B * Di * Tp);
   uT.alloc(C * Q);
   gT.alloc(B * HT * Q);
   alpha.alloc(B * Q);
-  Rc.alloc(B * HT * C, false);
-  obc.alloc(C, false);
   res.alloc(B * Q * Wa, false);
-  const auto center = [C](const float* src, float* dst) {
-    float mean = 0.f;
-    for (int64_t k = 0; k < C; ++k) mean += src[k];
-    mean /= static_cast<float>(C);
-    for (int64_t k = 0; k < C; ++k) dst[k] = src[k] - mean;
-  };
-  center(ob0, obc.p);
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t h = 0; h < H; ++h)
       for (int64_t t = 0; t < T; ++t) {
@@ -208,14 +213,13 @@ void t2i_ln(const Ctx& c, const AttnP& a, const float* ob0, const Slot& norm0, c
         const float* u = w.u.p + ((b * H + h) * T + t) * C;
         for (int64_t k = 0; k < C; ++k) uT.p[k * Q + h * Tp + t] = u[k] * norm0.w[k];
       }
-    for (int64_t i = 0; i < HT; ++i) center(R0 + (b * HT + i) * C, Rc.p + (b * HT + i) * C);
-    gemm(c.isa, Rc.p + b * HT * C, C, HT, C, uT.p, Q, Q, gT.p + b * HT * Q, Q);  // G^T = R^c u~^T
-    gemm(c.isa, obc.p, C, 1, C, uT.p, Q, Q, alpha.p + b * Q, Q);
+    gemm(c.isa, Rc + b * HT * C, C, HT, C, uT.p, Q, Q, gT.p + b * HT * Q, Q);  // G^T = R^c u~^T
+    gemm(c.isa, obc, C, 1, C, uT.p, Q, Q, alpha.p + b * Q, Q);
   }
   TokenToImageLnArgs ta;
   ta.B = B; ta.N = N; ta.H = H; ta.Tp = Tp; ta.dh = dh; ta.HT = HT;
   ta.q = qT.p; ta.gT = gT.p; ta.alpha = alpha.p;
-  ta.kv = kv; ta.ldkv = 3 * Di; ta.kc = 0; ta.kpe = Di; ta.vc = 2 * Di;
+  ta.kv = kv; ta.ldkv = kKvBlocks * Di; ta.kc = 0; ta.kpe = Di; ta.vc = 2 * Di;
   ta.p = p0; ta.stats = st0; ta.out = res.p;
   token_to_image_ln_cpu(ta, produce);
   // Y_j = gamma * (R^cT B_j + ob^c s_j) + beta into z rows (b*H + h)*T + t; o = bv + Wv_h Y_j + A_j; out = o_proj(o)
@@ -225,8 +229,8 @@ void t2i_ln(const Ctx& c, const AttnP& a, const float* ob0, const Slot& norm0, c
       const float* rj = res.p + (b * Q + h * Tp) * Wa;
       float* zr = z + (b * H + h) * T * C;
       for (int64_t t = 0; t < T; ++t)
-        for (int64_t k = 0; k < C; ++k) zr[t * C + k] = obc.p[k] * rj[t * Wa + dh + HT];
-      gemm(c.isa, rj + dh, Wa, T, HT, Rc.p + b * HT * C, C, C, zr, C);
+        for (int64_t k = 0; k < C; ++k) zr[t * C + k] = obc[k] * rj[t * Wa + dh + HT];
+      gemm(c.isa, rj + dh, Wa, T, HT, Rc + b * HT * C, C, C, zr, C);
       for (int64_t t = 0; t < T; ++t)
         for (int64_t k = 0; k < C; ++k) zr[t * C + k] = zr[t * C + k] * norm0.w[k] + norm0.b[k];
     }
@@ -297,6 +301,7 @@ ImageToTokenArgs i2t_prepare(const Ctx& c, const AttnP& a, const Slot& norm, con
   if (q0) ia.k_heads = w.ut.p;  // u is block diagonal: per-head scores
   return ia;
 }
+
 
 #if SAMFAST_X86
 // out[b, n, c0 : c0 + 8] for n = n0 .. n0 + 7: 8x8 blocks of f + d transposed in registers.
@@ -439,6 +444,13 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
     ia0.ln_stats = st0.p;
   }
   if (fold) fold_update(iw.r.p, p.fold.App, M0p.p);
+  AlignedFloats Rc, obc;  // layer 0's image->token rows and out_proj bias, centred (t2i_ln)
+  if (ln1) {
+    Rc.alloc(B * HT * C, false);
+    obc.alloc(C, false);
+    center_rows(iw.r.p, B * HT, C, Rc.p);
+    center_rows(L0.i2t.o.b, 1, C, obc.p);
+  }
   const ImageToTokenRows i2t0(ia0);
   // ---- layer 1
   const LayerP& L1 = p.layers[1];
@@ -447,8 +459,9 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   add_norm(c, q.p, tmp.p, R, L1.n1);
   add(c.isa, q.p, P, qpe, R * C);
   const RowProducer run_i2t0 = [&](int64_t b, int64_t n0, int64_t n1) { i2t0.run(b, n0, n1); };
-  if (ln1) {  // iw.r still holds layer 0's R0 (image->token rows)
-    t2i_ln(c, L1.t2i, L0.i2t.o.b, L0.n4, iw.r.p, qpe, T, tw, P0.p, st0.p, a.g + N * n1p, N, run_i2t0, tmp.p);
+  const float* kv = a.g ? a.g + N * n1p : nullptr;  // g's kv block
+  if (ln1) {
+    t2i_ln(c, L1.t2i, obc.p, L0.n4, Rc.p, qpe, T, tw, P0.p, st0.p, kv, N, run_i2t0, tmp.p);
   } else {
     t2i_fold(c, L1.t2i, qpe, T, tw);
     t2i_attend(c, T, xb.p, B, a.pe, N, tw, run_i2t0);
@@ -512,13 +525,13 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   mask_head_cpu(m);
 }
 
-int64_t cached_decoder_fold_width(const DecoderDims& d) { return mask_head_conv1_width(d.C1) + 3 * d.Di; }
+int64_t cached_decoder_fold_width(const DecoderDims& d) { return mask_head_conv1_width(d.C1) + kKvBlocks * d.Di; }
 
 void cached_decoder_fold_image(const DecoderDims& d, const float* packed, const float* x0, const float* pe, int64_t N,
                                float* g) {
   check_decoder_dims(d);
   const DecoderParams p = bind_params(d, packed);
-  const int64_t n1p = p.fold.N1p, C = d.C, Di = d.Di, W = 3 * Di;
+  const int64_t n1p = p.fold.N1p, C = d.C, Di = d.Di, W = kKvBlocks * Di;
   const Ctx c{pick_isa(), 1, C, d.H, Di, 0.f};
   const Slot &gamma = p.layers[0].n4, &wk = p.layers[1].t2i.k, &wv = p.layers[1].t2i.v;
   float* kv = g + N * n1p;

@@ -57,12 +57,13 @@ SAMFAST_AVX2 void scores_heads8_avx2(const float* q, int64_t dh, const float* kp
   for (int64_t c0 = 0; c0 < T; c0 += 8) {
     const float* kc = kp + c0 * 8 * dh;
     __m256 acc[8];
-    for (int h = 0; h < 8; ++h) {
-      const float* qh = q + h * dh;
-      const float* kh = kc + h * dh * 8;
-      __m256 a = _mm256_setzero_ps();
-      for (int64_t d = 0; d < dh; ++d) a = _mm256_fmadd_ps(_mm256_broadcast_ss(qh + d), _mm256_load_ps(kh + d * 8), a);
-      acc[h] = a;
+#pragma GCC unroll 8
+    for (int h = 0; h < 8; ++h) acc[h] = _mm256_setzero_ps();
+    // d outer, heads inner: 8 independent FMA chains (one chain at a time would wait on the FMA latency)
+    for (int64_t d = 0; d < dh; ++d) {
+#pragma GCC unroll 8
+      for (int h = 0; h < 8; ++h)
+        acc[h] = _mm256_fmadd_ps(_mm256_broadcast_ss(q + h * dh + d), _mm256_load_ps(kc + (h * dh + d) * 8), acc[h]);
     }
     transpose8_avx2(acc);
     for (int64_t t = c0; t < std::min(T, c0 + 8); ++t)
