@@ -19,7 +19,11 @@ for the tokens read afterwards (IoU token + the requested mask tokens).
 
 On the CPU in float32, all of this runs in one C++ call (`ops.cached_mask_decoder`: same math, no Python
 between the ~200 small token-side ops; a mask prompt passes image embedding + dense embedding, and layer
-0 then runs without the cache); `whole_decoder_kernel = False` keeps the op-by-op path below.
+0 then runs without the cache); `whole_decoder_kernel = False` keeps the op-by-op path below. There, for
+mask-free prompts with few tokens, two more per-image products (`ops.fold_image`, `DecoderCache.g`) remove image-
+sized work: the mask head's first ConvT is formed from x0 @ A'' and the image->token updates, and layer 1's
+token->image attention reads layer 0's LayerNorm'd output through centred image-only projections (Kc, Kpe, Vc)
+plus rank-(heads*T) per-prompt terms (csrc/cpu/token_to_image_ln_kernel.h) instead of reading its [N, C] rows.
 """
 from __future__ import annotations
 
