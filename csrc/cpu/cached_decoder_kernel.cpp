@@ -413,9 +413,11 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   // own passes; measured slower from T ~ 12 on (SAM: H * T <= C / 4 means T <= 8, a point or a box).
   const int64_t HT = H * T, n1p = p.fold.N1p;
   const bool fold = a.g && !a.dense && 4 * HT <= C;
-  // Layer 1's token->image attention from the per-image kv block (t2i_ln): for up to 16 tokens, where its
-  // ~HT + 2 dh MACs per score and value column beat the 2 C of reading the image rows.
-  const bool ln1 = a.g && !a.dense && HT % 8 == 0 && (Di / H) % 8 == 0 && HT <= 128;
+  // Layer 1's token->image attention from the per-image kv block (t2i_ln): per image row it costs ~2 Q (HT + dh)
+  // MACs (Q = H * round_up(T, 8) columns) against 2 HT C for reading the rows; used where that is at most half,
+  // since its small GEMMs run less efficiently (SAM: T <= 8; measured slower at T = 9, even at T = 12..16).
+  const int64_t Qln = H * round_up(T, 8), dh1 = Di / H;
+  const bool ln1 = a.g && !a.dense && HT % 8 == 0 && dh1 % 8 == 0 && 2 * Qln * (HT + dh1) <= HT * C;
   AlignedFloats P0, P1, st0, st1, M0p, M1p, Mtmp;
   if (fold || ln1) {
     P0.alloc(B * N * HT, false);

@@ -94,7 +94,7 @@ SAMFAST_AVX512 void ln_range_avx512(const TokenToImageLnArgs& a, const RowProduc
 int64_t token_to_image_ln_out_width(int64_t dh, int64_t HT) { return round_up(dh + HT + 1, 8); }
 
 void token_to_image_ln_cpu(const TokenToImageLnArgs& a, const RowProducer& produce) {
-  if (a.B == 0 || a.H == 0 || a.Tp == 0) return;
+  if (a.B == 0 || a.N == 0 || a.H == 0 || a.Tp == 0) return;
   const int64_t Q = a.H * a.Tp, Di = a.H * a.dh, Wa = token_to_image_ln_out_width(a.dh, a.HT);
   const int64_t nsplit = key_range_splits(a.B, a.N, kKeys, bool(produce));
   const int64_t tiles_per = ((a.N + kKeys - 1) / kKeys + nsplit - 1) / nsplit;

@@ -9,7 +9,8 @@
 //   values (v_proj without bias, head h):  sum_n pi[n, j] Wv_h x_n
 //     = A_j + Wv_h (gamma * (R^cT B_j + ob^c s_j) + beta),
 //     A_j = sum_n pi r_n Vc[n, h], B_j = sum_n pi r_n p_n, s_j = sum_n pi r_n;  Vc = (img^c * gamma) Wv^T.
-// So each image row costs ~2 * HT * (HT + 2 dh) MACs for all columns instead of 2 * HT * 2 C.
+// So each image row costs ~2 Q (HT + dh) MACs for all Q = H * Tp columns (padded) instead of 2 HT C for reading
+// the row as keys and values.
 // This kernel streams the rows (online softmax, key ranges merged as in token_to_image_cpu) and returns the
 // normalised per-column sums {A_j, B_j, s_j}; the caller finishes on the token side.
 #pragma once

@@ -140,8 +140,9 @@ def cached_mask_decoder(
     in `fast_decoder.DecoderCache` (x0, pe [1, N, C], k0 [H, Di/H, N], v0 [H, N, Di/H], q0 [N, Di]),
     packed = pack_decoder(...); dense [B, C, h, w] = the mask prompts' dense embedding with features
     [1, C, h, w] = the image embedding, or None for mask-free prompts; g = fold_image(x0, pe, packed, dims) of this
-    very x0, pe and packed (only its shape can be checked), or None: mask-free prompts with few tokens (heads * T <=
-    C / 4) then run the mask head's first ConvT folded. Returns (low_res [B, K, 4h, 4w],
+    very x0, pe and packed (only its shape can be checked), or None: mask-free prompts with few tokens (SAM: T <= 8,
+    a point or a box) then run the mask head's first ConvT folded and layer 1's token->image attention from g's kv
+    block. Returns (low_res [B, K, 4h, 4w],
     iou [B, K]), K = mask_tokens - 1 with multimask, else 1. CPU float32 only (the C++ side checks every shape)."""
     _check(use_kernel("cached_decoder", tokens), RuntimeError,
            "cached_mask_decoder: needs the kernels backend and samfast._C built with cached_decoder_cpu")
