@@ -166,12 +166,20 @@ void t2i_attend(const Ctx& c, int64_t T, const float* x, int64_t Bx, const float
   token_to_image_cpu(ta, produce);
 }
 
-void t2i_unfold(const Ctx& c, const AttnP& a, int64_t T, T2iBufs& w, float* out /* [B*T, C] */) {
+// extra (optional, t2i_ln): [B, H, Tx, ldx], row (b, h, t)'s first dh values are added to head h's v_proj
+// output of token t before o_proj.
+void t2i_unfold(const Ctx& c, const AttnP& a, int64_t T, T2iBufs& w, float* out /* [B*T, C] */,
+                const float* extra = nullptr, int64_t Tx = 0, int64_t ldx = 0) {
   const int64_t B = c.B, C = c.C, H = c.H, Di = c.Di, dh = Di / H, R = B * T;
   for (int64_t r = 0; r < R; ++r) std::memcpy(w.o + r * Di, a.v.b, Di * sizeof(float));
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
       gemm_wt(c, a.v, w.z.p + (b * H + h) * T * C, C, T, 0, C, h * dh, dh, w.o + b * T * Di + h * dh, Di);
+  if (extra)
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t d = 0; d < dh; ++d) w.o[(b * T + t) * Di + h * dh + d] += extra[((b * H + h) * Tx + t) * ldx + d];
   linear(c, a.o, w.o, Di, R, out, C);
 }
 
@@ -234,15 +242,7 @@ void t2i_ln(const Ctx& c, const AttnP& a, const float* obc, const Slot& norm0, c
       for (int64_t t = 0; t < T; ++t)
         for (int64_t k = 0; k < C; ++k) zr[t * C + k] = zr[t * C + k] * norm0.w[k] + norm0.b[k];
     }
-  const int64_t R = B * T;
-  for (int64_t r = 0; r < R; ++r) std::memcpy(w.o + r * Di, a.v.b, Di * sizeof(float));
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t h = 0; h < H; ++h) {
-      gemm_wt(c, a.v, z + (b * H + h) * T * C, C, T, 0, C, h * dh, dh, w.o + b * T * Di + h * dh, Di);
-      for (int64_t t = 0; t < T; ++t)
-        for (int64_t d = 0; d < dh; ++d) w.o[(b * T + t) * Di + h * dh + d] += res.p[(b * Q + h * Tp + t) * Wa + d];
-    }
-  linear(c, a.o, w.o, Di, R, out, C);
+  t2i_unfold(c, a, T, w, out, res.p, Tp, Wa);  // + A_j (res rows b * Q + h * Tp + t)
 }
 
 // Image->token attention + residual + norm4 (fast_decoder._i2t): the token-side operands u / cb / r for
@@ -547,13 +547,9 @@ void cached_decoder_fold_image(const DecoderDims& d, const float* packed, const 
       const int64_t rows = std::min(kRows, N - r0);
       std::fill(g + r0 * n1p, g + (r0 + rows) * n1p, 0.f);
       gemm(c.isa, x0 + r0 * C, C, rows, C, p.fold.App, n1p, n1p, g + r0 * n1p, n1p);
-      for (int64_t i = 0; i < rows; ++i) {  // (x0 - row mean) * layer 0's norm4 weight
-        const float* x = x0 + (r0 + i) * C;
-        float mean = 0.f;
-        for (int64_t k = 0; k < C; ++k) mean += x[k];
-        mean /= static_cast<float>(C);
-        for (int64_t k = 0; k < C; ++k) xc.p[i * C + k] = (x[k] - mean) * gamma.w[k];
-      }
+      center_rows(x0 + r0 * C, rows, C, xc.p);  // (x0 - row mean) * layer 0's norm4 weight
+      for (int64_t i = 0; i < rows; ++i)
+        for (int64_t k = 0; k < C; ++k) xc.p[i * C + k] *= gamma.w[k];
       float* out = kv + r0 * W;
       std::fill(out, out + rows * W, 0.f);
       gemm_wt(c, wk, xc.p, C, rows, 0, C, 0, Di, out, W);                // Kc
