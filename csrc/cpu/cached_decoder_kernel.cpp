@@ -418,25 +418,29 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   // since its small GEMMs run less efficiently (SAM: T <= 8; measured slower at T = 9, even at T = 12..16).
   const int64_t Qln = H * round_up(T, 8), dh1 = Di / H;
   const bool ln1 = a.g && !a.dense && HT % 8 == 0 && dh1 % 8 == 0 && 2 * Qln * (HT + dh1) <= HT * C;
-  AlignedFloats P0, P1, st0, st1, M0p, M1p, Mtmp;
+  AlignedFloats P0, P1, st0, st1, M01, Mfold, c01b;
   if (fold || ln1) {
     P0.alloc(B * N * HT, false);
     st0.alloc(B * N * 2, false);
   }
+  const int64_t Kf = H * (T - 1);  // MaskHeadFold::K
   if (fold) {
     P1.alloc(B * N * HT, false);
     st1.alloc(B * N * 2, false);
-    M0p.alloc(B * HT * n1p, false);
-    M1p.alloc(B * HT * n1p, false);
-    Mtmp.alloc(B * HT * n1p, false);
+    M01.alloc(B * 2 * HT * n1p, false);  // per prompt M0 = R0 A'' then M1 = R1 A' ([HT, n1p] each)
+    Mfold.alloc(B * 2 * Kf * n1p, false);
+    c01b.alloc(2 * B * n1p, false);  // c0b [B, n1p], then c1b [B, n1p]
   }
-  auto fold_update = [&](const float* R /* [B, HT, C] */, const float* Aw /* [C, n1p] */, float* Mp) {
+  // M0 (layer 0, Aw = A'') or M1 (layer 1, Aw = A') of every prompt; after layer 1, the MaskHeadFold operands
+  auto fold_update = [&](const float* R /* [B, HT, C] */, const float* Aw /* [C, n1p] */, int64_t layer) {
 #pragma omp parallel for schedule(static) if (B > 1)
     for (int64_t b = 0; b < B; ++b) {
-      float* M = Mtmp.p + b * HT * n1p;
+      float* M = M01.p + (b * 2 + layer) * HT * n1p;
       std::fill(M, M + HT * n1p, 0.f);
       gemm(c.isa, R + b * HT * C, C, HT, C, Aw, n1p, n1p, M, n1p);
-      mask_head_fold_panels(M, HT, n1p, Mp + b * HT * n1p);
+      if (layer == 1)
+        mask_head_fold_prepare(M - HT * n1p, M, H, T, n1p, p.fold.c0, p.fold.c1, Mfold.p + b * 2 * Kf * n1p,
+                               c01b.p + b * n1p, c01b.p + (B + b) * n1p);
     }
   };
   ImageToTokenArgs ia0 = a.dense ? i2t_prepare(c, L0.i2t, L0.n4, xd.p, B, a.pe, nullptr, N, qt, q.p, T, xb.p, iw)
@@ -445,7 +449,7 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
     ia0.p_out = P0.p;
     ia0.ln_stats = st0.p;
   }
-  if (fold) fold_update(iw.r.p, p.fold.App, M0p.p);
+  if (fold) fold_update(iw.r.p, p.fold.App, 0);
   AlignedFloats Rc, obc;  // layer 0's image->token rows and out_proj bias, centred (t2i_ln)
   if (ln1) {
     Rc.alloc(B * HT * C, false);
@@ -479,7 +483,7 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   if (fold) {
     ia1.p_out = P1.p;
     ia1.ln_stats = st1.p;
-    fold_update(iw.r.p, p.fold.Ap, M1p.p);
+    fold_update(iw.r.p, p.fold.Ap, 1);
   }
   const ImageToTokenRows i2t1(ia1);
   // ---- final token->image attention, only for the tokens read afterwards: IoU + requested mask tokens
@@ -519,9 +523,9 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   m.prepacked = p.mask_head;
   MaskHeadFold mf;
   if (fold) {
-    mf.HT = HT; mf.G = a.g; mf.P0 = P0.p; mf.P1 = P1.p; mf.st0 = st0.p; mf.st1 = st1.p;
-    mf.M0p = M0p.p; mf.M1p = M1p.p;
-    mf.k1 = p.fold.k1; mf.k2 = p.fold.k2; mf.c0 = p.fold.c0; mf.c1 = p.fold.c1; mf.cz = p.fold.cz;
+    mf.K = Kf; mf.ldp = HT; mf.G = a.g; mf.P0 = P0.p; mf.P1 = P1.p; mf.st0 = st0.p; mf.st1 = st1.p;
+    mf.Mp = Mfold.p; mf.c0b = c01b.p; mf.c1b = c01b.p + B * n1p;
+    mf.k1 = p.fold.k1; mf.k2 = p.fold.k2; mf.cz = p.fold.cz;
     m.fold = &mf;
   }
   mask_head_cpu(m);

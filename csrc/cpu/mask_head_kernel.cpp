@@ -314,36 +314,35 @@ SAMFAST_AVX512 void gemm_avx512(const float* A, int64_t lda, int64_t rows, int64
 #endif  // SAMFAST_X86
 
 struct TileBufs {
-  AlignedFloats a, t, t2, u, f;
+  AlignedFloats a, t, t2, u, f, fa;
 };
 
 using GemmFn = void (*)(const float*, int64_t, int64_t, int64_t, const float*, int64_t, const float*, float*, int64_t,
                         bool);
 
-// T[p, :] = cz + r2 * (r1 * (G + T - m1 k1) + U - m2 k2) for the tile's rows (T = c0 + P0 M0, U = c1 + P1 M1).
-SAMFAST_FLATTEN_BODY void fold_combine_body(const MaskHeadFold& f, int64_t N1p, const float* G, const float* s0,
-                                            const float* s1, int64_t P, float* T, const float* U) {
+// T[p, :] = cz + r2 * (r1 * (G + c0b - m1 k1) + U - m2 k2) for the tile's rows (U = c1b + [r1 P0 | P1] Md).
+SAMFAST_FLATTEN_BODY void fold_combine_body(const MaskHeadFold& f, int64_t N1p, const float* G, const float* c0b,
+                                            const float* s0, const float* s1, int64_t P, const float* U, float* T) {
   for (int64_t p = 0; p < P; ++p) {
     const float m1 = s0[2 * p], r1 = s0[2 * p + 1], m2 = s1[2 * p], r2 = s1[2 * p + 1];
     float* t = T + p * N1p;
     const float* g = G + p * N1p;
     const float* u = U + p * N1p;
-    for (int64_t n = 0; n < N1p; ++n)
-      t[n] = f.cz[n] + r2 * (r1 * (g[n] + t[n] - m1 * f.k1[n]) + u[n] - m2 * f.k2[n]);
+    for (int64_t n = 0; n < N1p; ++n) t[n] = f.cz[n] + r2 * (r1 * (g[n] + c0b[n] - m1 * f.k1[n]) + u[n] - m2 * f.k2[n]);
   }
 }
-void fold_combine_base(const MaskHeadFold& f, int64_t N1p, const float* G, const float* s0, const float* s1, int64_t P,
-                       float* T, const float* U) {
-  fold_combine_body(f, N1p, G, s0, s1, P, T, U);
+void fold_combine_base(const MaskHeadFold& f, int64_t N1p, const float* G, const float* c0b, const float* s0,
+                       const float* s1, int64_t P, const float* U, float* T) {
+  fold_combine_body(f, N1p, G, c0b, s0, s1, P, U, T);
 }
 #if SAMFAST_X86
-SAMFAST_AVX2 void fold_combine_avx2(const MaskHeadFold& f, int64_t N1p, const float* G, const float* s0,
-                                    const float* s1, int64_t P, float* T, const float* U) {
-  fold_combine_body(f, N1p, G, s0, s1, P, T, U);
+SAMFAST_AVX2 void fold_combine_avx2(const MaskHeadFold& f, int64_t N1p, const float* G, const float* c0b,
+                                    const float* s0, const float* s1, int64_t P, const float* U, float* T) {
+  fold_combine_body(f, N1p, G, c0b, s0, s1, P, U, T);
 }
-SAMFAST_AVX512 void fold_combine_avx512(const MaskHeadFold& f, int64_t N1p, const float* G, const float* s0,
-                                        const float* s1, int64_t P, float* T, const float* U) {
-  fold_combine_body(f, N1p, G, s0, s1, P, T, U);
+SAMFAST_AVX512 void fold_combine_avx512(const MaskHeadFold& f, int64_t N1p, const float* G, const float* c0b,
+                                        const float* s0, const float* s1, int64_t P, const float* U, float* T) {
+  fold_combine_body(f, N1p, G, c0b, s0, s1, P, U, T);
 }
 #endif
 
@@ -360,21 +359,31 @@ bool fold_ok(const MaskHeadArgs& a, int64_t b, int64_t q0, int64_t P) {
   return true;
 }
 
-// The first ConvT's pre-activation T [P, N1p] of pixels q0 .. q0 + P - 1 of batch b, in the folded form.
+// The first ConvT's pre-activation T [P, N1p] of pixels q0 .. q0 + P - 1 of batch b, in the folded form
+// (A: [P, 2 K] scratch, U: [P, N1p] scratch).
 void fold_convt(GemmFn gemm, bool avx2, bool avx512, const MaskHeadArgs& a, const Packed& pk, int64_t b, int64_t q0,
-                int64_t P, float* T, float* U) {
+                int64_t P, float* T, float* A, float* U) {
   const MaskHeadFold& f = *a.fold;
-  const int64_t hw = a.h * a.w, HT = f.HT, row = b * hw + q0;
-  gemm(f.P0 + row * HT, HT, P, HT, f.M0p + b * HT * pk.N1p, pk.N1p, f.c0, T, pk.N1p, false);
-  gemm(f.P1 + row * HT, HT, P, HT, f.M1p + b * HT * pk.N1p, pk.N1p, f.c1, U, pk.N1p, false);
-  const float* G = f.G + q0 * pk.N1p;
+  const int64_t hw = a.h * a.w, K = f.K, row = b * hw + q0, N1p = pk.N1p;
+  const float *s0 = f.st0 + 2 * row, *s1 = f.st1 + 2 * row;
+  small_gemm::prefetch_rows(f.G + q0 * N1p, P * N1p);  // per-image rows from DRAM: in flight during the GEMM
+  for (int64_t p = 0; p < P; ++p) {
+    const float r1 = s0[2 * p + 1];
+    const float *p0 = f.P0 + (row + p) * f.ldp, *p1 = f.P1 + (row + p) * f.ldp;
+    float* ar = A + p * 2 * K;
+    for (int64_t k = 0; k < K; ++k) ar[k] = r1 * p0[k];
+    std::memcpy(ar + K, p1, K * sizeof(float));
+  }
+  gemm(A, 2 * K, P, 2 * K, f.Mp + b * 2 * K * N1p, N1p, f.c1b + b * N1p, U, N1p, false);
+  const float* G = f.G + q0 * N1p;
+  const float* c0b = f.c0b + b * N1p;
 #if SAMFAST_X86
-  if (avx512) return fold_combine_avx512(f, pk.N1p, G, f.st0 + 2 * row, f.st1 + 2 * row, P, T, U);
-  if (avx2) return fold_combine_avx2(f, pk.N1p, G, f.st0 + 2 * row, f.st1 + 2 * row, P, T, U);
+  if (avx512) return fold_combine_avx512(f, N1p, G, c0b, s0, s1, P, U, T);
+  if (avx2) return fold_combine_avx2(f, N1p, G, c0b, s0, s1, P, U, T);
 #endif
   (void)avx2;
   (void)avx512;
-  fold_combine_base(f, pk.N1p, G, f.st0 + 2 * row, f.st1 + 2 * row, P, T, U);
+  fold_combine_base(f, N1p, G, c0b, s0, s1, P, U, T);
 }
 
 #if SAMFAST_X86
@@ -414,7 +423,7 @@ void run_tile(const float* A, int64_t P, int64_t b, int64_t q0, const MaskHeadAr
   if (avx2) {
     const GemmFn gemm = avx512 ? gemm_avx512 : gemm_avx2;
     if (args.fold && !args.bf16 && fold_ok(args, b, q0, P))
-      fold_convt(gemm, avx2, avx512, args, pk, b, q0, P, T, buf.f.p);
+      fold_convt(gemm, avx2, avx512, args, pk, b, q0, P, T, buf.fa.p, buf.f.p);
     else gemm(A, C, P, C, pk.w1p, pk.N1p, pk.b1p, T, pk.N1p, false);
     if (avx512 && C1 % 16 == 0) ln_gelu_avx512(T, P, pk, args.eps, T2);
     else if (C1 % 8 == 0) ln_gelu_avx2(T, P, pk, args.eps, T2);
@@ -428,7 +437,7 @@ void run_tile(const float* A, int64_t P, int64_t b, int64_t q0, const MaskHeadAr
   (void)avx2;
   (void)avx512;
   if (args.fold && !args.bf16 && fold_ok(args, b, q0, P))
-    fold_convt(gemm_base, false, false, args, pk, b, q0, P, T, buf.f.p);
+    fold_convt(gemm_base, false, false, args, pk, b, q0, P, T, buf.fa.p, buf.f.p);
   else gemm_base(A, C, P, C, pk.w1p, pk.N1p, pk.b1p, T, pk.N1p, false);
   ln_gelu_base(T, P, pk, args.eps, T2);
   gemm_base(T2, C1, 4 * P, C1, pk.w2p, pk.N2p, pk.b2p, U, pk.N2p, true);
@@ -446,7 +455,10 @@ void mask_head_impl(const MaskHeadArgs& a, const Packed& pk, const float* hyper_
     buf.t.alloc(kTile * pk.N1p);
     if (pk.N1p != 4 * pk.C1) buf.t2.alloc(4 * kTile * pk.C1);
     buf.u.alloc(4 * kTile * pk.N2p);
-    if (a.fold) buf.f.alloc(kTile * pk.N1p);
+    if (a.fold) {
+      buf.f.alloc(kTile * pk.N1p);
+      buf.fa.alloc(kTile * 2 * std::max<int64_t>(a.fold->K, 1));
+    }
 #pragma omp for schedule(dynamic, 1)
     for (int64_t t = 0; t < total; ++t) {
       const int64_t b = t / ntile, q0 = (t % ntile) * kTile, P = std::min(kTile, hw - q0);
@@ -490,10 +502,25 @@ Packed bind_packed(const MaskHeadArgs& a, const float* base /* 64-byte aligned *
 
 int64_t mask_head_conv1_width(int64_t C1) { return round_up(4 * C1, kNR); }
 
-void mask_head_fold_panels(const float* M, int64_t HT, int64_t N1p, float* dst) {
+void mask_head_fold_prepare(const float* M0, const float* M1, int64_t H, int64_t T, int64_t N1p, const float* c0,
+                            const float* c1, float* Mp, float* c0b, float* c1b) {
+  const int64_t K = H * (T - 1), last = K;  // rows of the last token: last + h
+  for (int64_t n = 0; n < N1p; ++n) {
+    c0b[n] = c0[n];
+    c1b[n] = c1[n];
+  }
+  for (int64_t h = 0; h < H; ++h)
+    for (int64_t n = 0; n < N1p; ++n) {
+      c0b[n] += M0[(last + h) * N1p + n];
+      c1b[n] += M1[(last + h) * N1p + n];
+    }
   for (int64_t jp = 0; jp < N1p; jp += kNR)
-    for (int64_t k = 0; k < HT; ++k)
-      std::memcpy(dst + jp * HT + k * kNR, M + k * N1p + jp, kNR * sizeof(float));
+    for (int64_t k = 0; k < 2 * K; ++k) {
+      const float* M = k < K ? M0 : M1;
+      const int64_t r = k < K ? k : k - K, h = r % H;
+      float* dst = Mp + jp * 2 * K + k * kNR;
+      for (int64_t j = 0; j < kNR; ++j) dst[j] = M[r * N1p + jp + j] - M[(last + h) * N1p + jp + j];
+    }
 }
 
 int64_t mask_head_packed_numel(int64_t C, int64_t C1, int64_t C2) { return PackLayout(C, C1, C2).end; }

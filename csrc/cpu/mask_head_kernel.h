@@ -13,22 +13,31 @@ namespace samfast::cpu {
 //   T = cz + r2 * (r1 * (G + c0 + P0 M0 - m1 k1) + c1 + P1 M1 - m2 k2)
 // where G = x0 A'' is per image, M0 = R0 A'' and M1 = R1 A' per prompt ([HT, 4 C1]: rank-HT updates), and
 // k1 = 1 A'', k2 = 1 A', c0 = ob0 A'', c1 = b0 A' + ob1 A', cz = b1n A + bias per weight set. Columns are
-// in the kernel's order (s * C1 + co, s = 2 dy + dx), padded to N1p = round_up(4 C1, 16). src must still be
-// given: tiles with a row whose |mean| * rstd is large (cancellation in the m k terms) use it directly.
+// in the kernel's order (s * C1 + co, s = 2 dy + dx), padded to N1p = round_up(4 C1, 16).
+// Each head's probabilities sum to 1, so the last token's rows drop out of both products: with P's columns
+// token-major (t * H + h), the first K = H (T - 1) of them and the rows M[t, h] - M[T - 1, h] give
+// P M = P[:, :K] Md + sum_h M[T - 1, h]. The kernel runs the two products as one GEMM of depth 2 K,
+//   U = c1b + [r1 P0[:, :K] | P1[:, :K]] [M0d; M1d],   T = cz + r2 * (r1 * (G + c0b - m1 k1) + U - m2 k2),
+// with the per-prompt c0b = c0 + sum_h M0[T - 1, h], c1b = c1 + sum_h M1[T - 1, h] (mask_head_fold_prepare).
+// src must still be given: tiles with a row whose |mean| * rstd is large (cancellation in the m k terms) use it.
 struct MaskHeadFold {
-  int64_t HT = 0;
+  int64_t K = 0;    // columns of P0 / P1 used: H * (T - 1)
+  int64_t ldp = 0;  // row stride of P0 / P1: H * T
   const float* G = nullptr;                          // [h*w, N1p]
-  const float *P0 = nullptr, *P1 = nullptr;          // [B, h*w, HT]
+  const float *P0 = nullptr, *P1 = nullptr;          // [B, h*w, ldp]
   const float *st0 = nullptr, *st1 = nullptr;        // [B, h*w, 2] {mean, rstd}
-  const float *M0p = nullptr, *M1p = nullptr;        // [B, N1p / 16, HT, 16]  (panels, see mask_head_fold_panels)
-  const float *k1 = nullptr, *k2 = nullptr, *c0 = nullptr, *c1 = nullptr, *cz = nullptr;  // [N1p]
+  const float* Mp = nullptr;                         // [B, N1p / 16, 2 K, 16]  [M0d; M1d] as GEMM panels
+  const float *c0b = nullptr, *c1b = nullptr;        // [B, N1p]
+  const float *k1 = nullptr, *k2 = nullptr, *cz = nullptr;  // [N1p]
 };
 
 // N1p: the first ConvT's 4 * C1 output columns padded to the GEMM panel width (the kernel's T tiles, g, M0/M1).
 int64_t mask_head_conv1_width(int64_t C1);
 
-// M [HT, N1p] row-major -> the panel layout MaskHeadFold::M0p / M1p expects (dst: HT * N1p floats).
-void mask_head_fold_panels(const float* M, int64_t HT, int64_t N1p, float* dst);
+// One prompt's MaskHeadFold operands from M0 = R0 A'' and M1 = R1 A' ([H * T, N1p] row-major, rows t * H + h):
+// Mp [N1p / 16, 2 K, 16] (K = H (T - 1)), c0b = c0 + sum_h M0[T - 1, h], c1b = c1 + sum_h M1[T - 1, h] ([N1p]).
+void mask_head_fold_prepare(const float* M0, const float* M1, int64_t H, int64_t T, int64_t N1p, const float* c0,
+                            const float* c1, float* Mp, float* c0b, float* c1b);
 
 struct MaskHeadArgs {
   int64_t B = 0, h = 0, w = 0, C = 0, C1 = 0, C2 = 0, M = 0;
