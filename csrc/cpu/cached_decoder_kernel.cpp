@@ -409,7 +409,7 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   add(c.isa, q.p, P, qt, R * C);
   // Folded first ConvT of the mask head (MaskHeadFold; mask-free prompts with the per-image g): the image->token
   // passes keep their probabilities and LayerNorm statistics, and R0 A'' / R1 A' are formed per prompt. Only for
-  // few tokens: per pixel the fold costs 2 * H * T * n1p MACs against C * n1p for the direct product, plus its
+  // few tokens: per pixel the fold costs 2 * H * (T - 1) * n1p MACs against C * n1p for the direct product, plus its
   // own passes; measured slower from T ~ 12 on (SAM: H * T <= C / 4 means T <= 8, a point or a box).
   const int64_t HT = H * T, n1p = p.fold.N1p;
   const bool fold = a.g && !a.dense && 4 * HT <= C;

@@ -25,8 +25,10 @@ class ResizeLongestSide:
         """...x2 (x, y) pixel coords in the original image -> coords in the resized image (float64)."""
         old_h, old_w = original_size
         new_h, new_w = self.get_preprocess_shape(old_h, old_w, self.target_length)
-        # one float64 copy scaled per axis: the same products as segment_anything's deepcopy + two in-place scalings
-        return np.array(coords, dtype=float) * np.array([new_w / old_w, new_h / old_h])
+        coords = np.array(coords, dtype=float)  # one float64 copy (segment_anything: deepcopy, then astype)
+        coords[..., 0] *= new_w / old_w
+        coords[..., 1] *= new_h / old_h
+        return coords
 
     def apply_boxes(self, boxes: np.ndarray, original_size: Tuple[int, ...]) -> np.ndarray:
         """Bx4 XYXY boxes -> Bx4 in the resized frame."""
