@@ -11,6 +11,7 @@
 #include "cpu/cached_decoder_params.h"
 #include "cpu/image_to_token_kernel.h"
 #include "cpu/mask_head_kernel.h"
+#include "cpu/phase_timer.h"
 #include "cpu/small_gemm.h"
 #include "cpu/token_to_image_kernel.h"
 #include "cpu/token_to_image_ln_kernel.h"
@@ -353,6 +354,7 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   check_decoder_dims(d);
   if (a.B == 0) return;
   const DecoderParams p = bind_params(d, a.packed);
+  SAMFAST_PHASE_BEGIN("cached_decoder_cpu");
   const Ctx c{pick_isa(), a.B, d.C, d.H, d.Di, a.eps};
   const int64_t B = a.B, T = a.T, C = d.C, Di = d.Di, N = a.h * a.w, R = B * T, H = d.H;
   const int64_t K = a.multimask ? d.M - 1 : 1, Tu = 1 + K;
@@ -406,6 +408,7 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   linear(c, L0.mlp1, q.p, C, R, hid.p, d.Mlp, true);
   linear(c, L0.mlp2, hid.p, d.Mlp, R, tmp.p, C);
   add_norm(c, q.p, tmp.p, R, L0.n3);
+  SAMFAST_PHASE("layer 0 token side (incl. cached token->image)");
   add(c.isa, q.p, P, qt, R * C);
   // Folded first ConvT of the mask head (MaskHeadFold; mask-free prompts with the per-image g): the image->token
   // passes keep their probabilities and LayerNorm statistics, and R0 A'' / R1 A' are formed per prompt. Only for
@@ -457,12 +460,14 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
     center_rows(iw.r.p, B * HT, C, Rc.p);
     center_rows(L0.i2t.o.b, 1, C, obc.p);
   }
+  SAMFAST_PHASE("layer 0 image->token operands");
   const ImageToTokenRows i2t0(ia0);
   // ---- layer 1
   const LayerP& L1 = p.layers[1];
   add(c.isa, q.p, P, qpe, R * C);
   self_attention(c, L1.self_attn, qpe, qpe, q.p, T, tmp.p, scratch.p);
   add_norm(c, q.p, tmp.p, R, L1.n1);
+  SAMFAST_PHASE("layer 1 self-attention");
   add(c.isa, q.p, P, qpe, R * C);
   const RowProducer run_i2t0 = [&](int64_t b, int64_t n0, int64_t n1) { i2t0.run(b, n0, n1); };
   const float* kv = a.g ? a.g + N * n1p : nullptr;  // g's kv block
@@ -473,6 +478,7 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
     t2i_attend(c, T, xb.p, B, a.pe, N, tw, run_i2t0);
     t2i_unfold(c, L1.t2i, T, tw, tmp.p);
   }
+  SAMFAST_PHASE("fused layer-0 image->token + layer-1 token->image");
   add_norm(c, q.p, tmp.p, R, L1.n2);
   linear(c, L1.mlp1, q.p, C, R, hid.p, d.Mlp, true);
   linear(c, L1.mlp2, hid.p, d.Mlp, R, tmp.p, C);
@@ -485,6 +491,7 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
     ia1.ln_stats = st1.p;
     fold_update(iw.r.p, p.fold.Ap, 1);
   }
+  SAMFAST_PHASE("layer 1 token side + image->token operands");
   const ImageToTokenRows i2t1(ia1);
   // ---- final token->image attention, only for the tokens read afterwards: IoU + requested mask tokens
   const int64_t Ru = B * Tu;
@@ -497,8 +504,10 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
       add(c.isa, q.p + (b * T + t) * C, P + (b * T + t) * C, tu + (b * Tu + i) * C, C);
     }
   t2i_fold(c, p.final_attn, tu, Tu, tw);
+  SAMFAST_PHASE("final token->image operands");
   t2i_attend(c, Tu, xb.p, B, a.pe, N, tw, [&](int64_t b, int64_t n0, int64_t n1) { i2t1.run(b, n0, n1); });
   t2i_unfold(c, p.final_attn, Tu, tw, tmp.p);
+  SAMFAST_PHASE("fused layer-1 image->token + final token->image");
   const float* x = xb.p;
   add_norm(c, qu, tmp.p, Ru, p.nf);
   // IoU head on token 0 of each prompt
@@ -516,6 +525,7 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
     const int64_t j = a.multimask ? 1 + k : 0;
     mlp3(c, &p.hyper[3 * j], qu + (1 + k) * C, Tu * C, B, hyper.p + k * d.C2, K * d.C2, h1, h2);
   }
+  SAMFAST_PHASE("IoU head + hypernetworks");
   MaskHeadArgs m;
   m.B = B; m.h = a.h; m.w = a.w; m.C = C; m.C1 = d.C1; m.C2 = d.C2; m.M = K;
   m.src = x; m.w1 = p.up1.w; m.b1 = p.up1.b; m.ln_w = p.up_ln.w; m.ln_b = p.up_ln.b;
@@ -529,6 +539,7 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
     m.fold = &mf;
   }
   mask_head_cpu(m);
+  SAMFAST_PHASE("mask head");
 }
 
 int64_t cached_decoder_fold_width(const DecoderDims& d) { return mask_head_conv1_width(d.C1) + kKvBlocks * d.Di; }
