@@ -152,10 +152,11 @@ def cached_mask_decoder(
         named += [("features", features), ("dense", dense)]
     if g is not None:
         named.append(("g", g))
-    for name, t in named:
-        _check(isinstance(t, Tensor), TypeError, f"{name}: expected a tensor, got {type(t).__name__}")
-        _check(t.dtype == torch.float32 and not t.is_cuda, TypeError,
-               f"{name}: expected a float32 CPU tensor, got {t.dtype} on {t.device} (shape {_shape(t)})")
+    for name, t in named:  # (messages formatted only on failure: this runs once per prompt)
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name}: expected a tensor, got {type(t).__name__}")
+        if t.dtype != torch.float32 or t.is_cuda:
+            raise TypeError(f"{name}: expected a float32 CPU tensor, got {t.dtype} on {t.device} (shape {_shape(t)})")
     h, w = (int(v) for v in hw)
     return _cached_decoder_op(tokens.contiguous(), x0.contiguous(), pe.contiguous(), k0.contiguous(),
                               v0.contiguous(), q0.contiguous(),
