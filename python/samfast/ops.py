@@ -109,6 +109,17 @@ def cuda_stream(t: Tensor) -> int:
     return torch.cuda.current_stream(t.device).cuda_stream
 
 
+def _plain_eager(t: Tensor) -> bool:
+    """True where a kernel may be called without its custom op: a plain tensor, no autograd recording, no tracing
+    (torch.compile, fake tensors or any other dispatch mode active). The custom ops are what torch.compile, export
+    and opcheck see; in plain eager inference they only add the dispatcher's per-call cost (tens of µs per call
+    right after a decoder call has evicted the caches)."""
+    if torch.compiler.is_compiling():  # first: the rest is not traceable
+        return False
+    stack_len = getattr(torch._C, "_len_torch_dispatch_stack", None)
+    return type(t) is Tensor and not torch.is_grad_enabled() and stack_len is not None and stack_len() == 0
+
+
 def _check(cond: bool, exc: type, msg: str) -> None:
     if not cond:
         raise exc(msg)
@@ -331,8 +342,7 @@ def postprocess_masks_reference(
     return x > threshold if threshold is not None else x
 
 
-@torch.library.custom_op("samfast::postprocess_masks", mutates_args=())
-def _postprocess_masks_op(
+def _postprocess_masks_impl(
     masks: Tensor, img_size: int, input_h: int, input_w: int, out_h: int, out_w: int,
     threshold: float, binarize: bool,
 ) -> Tensor:
@@ -344,6 +354,9 @@ def _postprocess_masks_op(
     else:
         _C.postprocess_masks_cpu(*refs, img_size, input_h, input_w, threshold, binarize)
     return out
+
+
+_postprocess_masks_op = torch.library.custom_op("samfast::postprocess_masks", _postprocess_masks_impl, mutates_args=())
 
 
 @_postprocess_masks_op.register_fake
@@ -372,8 +385,9 @@ def postprocess_masks(
     _check(masks.is_floating_point(), TypeError, f"masks: expected a float tensor, got {masks.dtype}")
     ih, iw, oh, ow = _postprocess_sizes(img_size, input_size, original_size)
     if use_kernel("postprocess_masks", masks, float_op=True):
-        return _postprocess_masks_op(masks.contiguous(), img_size, ih, iw, oh, ow,
-                                     0.0 if threshold is None else float(threshold), threshold is not None)
+        run = _postprocess_masks_impl if _plain_eager(masks) else _postprocess_masks_op
+        return run(masks.contiguous(), img_size, ih, iw, oh, ow, 0.0 if threshold is None else float(threshold),
+                   threshold is not None)
     return postprocess_masks_reference(masks, img_size, (ih, iw), (oh, ow), threshold)
 
 

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _C
-from .ops import _check, _shape, tensor_ref, use_kernel
+from .ops import _check, _plain_eager, _shape, tensor_ref, use_kernel
 
 
 def decoder_dims(dec: nn.Module) -> Optional[List[int]]:
@@ -108,8 +108,7 @@ def fold_image(x0: Tensor, pe: Tensor, packed: Tensor, dims: List[int]) -> Tenso
     return g
 
 
-@torch.library.custom_op("samfast::cached_mask_decoder", mutates_args=())
-def _cached_decoder_op(
+def _cached_decoder_impl(
     tokens: Tensor, x0: Tensor, pe: Tensor, k0: Tensor, v0: Tensor, q0: Tensor, features: Optional[Tensor],
     dense: Optional[Tensor], packed: Tensor, dims: List[int], h: int, w: int, multimask: bool, eps: float, eps2d: float,
     g: Optional[Tensor] = None,
@@ -123,6 +122,9 @@ def _cached_decoder_op(
     _C.cached_decoder_cpu(*refs, list(dims), h, w, multimask, eps, eps2d, tensor_ref(masks), tensor_ref(iou),
                           tensor_ref(opt[2]))
     return masks, iou
+
+
+_cached_decoder_op = torch.library.custom_op("samfast::cached_mask_decoder", _cached_decoder_impl, mutates_args=())
 
 
 @_cached_decoder_op.register_fake
@@ -158,9 +160,9 @@ def cached_mask_decoder(
         if t.dtype != torch.float32 or t.is_cuda:
             raise TypeError(f"{name}: expected a float32 CPU tensor, got {t.dtype} on {t.device} (shape {_shape(t)})")
     h, w = (int(v) for v in hw)
-    return _cached_decoder_op(tokens.contiguous(), x0.contiguous(), pe.contiguous(), k0.contiguous(),
-                              v0.contiguous(), q0.contiguous(),
-                              features.contiguous() if features is not None else None,
-                              dense.contiguous() if dense is not None else None, packed.contiguous(),
-                              [int(d) for d in dims], h, w, bool(multimask), float(eps), float(eps2d),
-                              g.contiguous() if g is not None else None)
+    run = _cached_decoder_impl if _plain_eager(tokens) else _cached_decoder_op
+    return run(tokens.contiguous(), x0.contiguous(), pe.contiguous(), k0.contiguous(), v0.contiguous(), q0.contiguous(),
+               features.contiguous() if features is not None else None,
+               dense.contiguous() if dense is not None else None, packed.contiguous(),
+               [int(d) for d in dims], h, w, bool(multimask), float(eps), float(eps2d),
+               g.contiguous() if g is not None else None)
