@@ -47,6 +47,8 @@ int64_t TensorRef::numel() const {
 
 bool TensorRef::is_contiguous() const {
   if (strides.size() != shape.size()) return false;
+  for (int64_t s : shape)
+    if (s == 0) return true;  // no elements: any strides (torch's for [B, 0, 2] are [2, 2, 1])
   int64_t expected = 1;
   for (int64_t i = dim() - 1; i >= 0; --i) {
     if (shape[i] != 1 && strides[i] != expected) return false;

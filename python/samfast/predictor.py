@@ -196,6 +196,11 @@ class SamPredictor:
     def _decode_low_res(self, points, boxes, mask_input, multimask_output) -> Tuple[torch.Tensor, torch.Tensor]:
         model = self.model
         dt = model.dtype
+        if ops.get_backend() == "kernels" and mask_input is None:
+            tokens = self._fast_decoder.prompt_tokens(points, boxes)  # one C++ call instead of the modules' ops
+            if tokens is not None:
+                low_res, iou = self._fast_decoder.decode_tokens(self._decoder_cache, tokens, None, multimask_output)
+                return low_res.float(), iou.float()
         sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
         if ops.get_backend() == "kernels":
             # per-image cache + folded projections + fused kernels (same math as the module path)
