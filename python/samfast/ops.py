@@ -8,7 +8,8 @@ reference (`*_reference`), which `set_backend("reference")` runs instead of the 
 Sections (one per kernel family; add new ones at the end, before the anchor comment):
   backend switch + helpers | rel-pos attention | mask head | mask postprocessing | ...
 and, in their own files: the decoder's cross attentions (ops_decoder.py), the whole decoder in one call
-(ops_cached_decoder.py), automatic mask generation (ops_amg.py), the mask prompt's embedding (ops_prompt.py).
+(ops_cached_decoder.py), automatic mask generation (ops_amg.py), the prompt encoder's mask embedding and prompt
+tokens (ops_prompt.py). In plain no-grad eager calls some wrappers run the kernel without its op (`_plain_eager`).
 """
 from __future__ import annotations
 
@@ -457,7 +458,7 @@ def hypernet_mlps(tokens, w0, b0, w1, b1, w2, b2) -> Tensor:
 # ---- new op sections go above this line (keep this anchor) ----
 
 # The decoder's attention ops (ops_decoder.py), the whole-decoder op (ops_cached_decoder.py), the
-# automatic-mask-generation ops (ops_amg.py) and the prompt encoder's mask embedding (ops_prompt.py) live
+# automatic-mask-generation ops (ops_amg.py) and the prompt encoder's ops (ops_prompt.py) live
 # in their own files (file length); they are part of this namespace.
 from . import ops_amg as _ops_amg  # noqa: E402
 from . import ops_cached_decoder as _ops_cached_decoder  # noqa: E402
