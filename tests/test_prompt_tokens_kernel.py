@@ -57,11 +57,13 @@ def test_kernel_matches_official_and_reference(models, case):
     with torch.no_grad():
         want = official_tokens(official, coords, labels, boxes)
         got = fd.prompt_tokens((coords, labels) if coords is not None else None, boxes)  # the kernel
-        pe = ours.prompt_encoder
+        pe, dec = ours.prompt_encoder, ours.mask_decoder
         ref = ops.prompt_tokens_reference(
             coords if coords is not None else torch.zeros(case[0], 0, 2),
             labels if labels is not None else torch.zeros(case[0], 0, dtype=torch.int64), boxes,
-            *fd._prompt_params, boxes is None, pe.input_image_size)
+            pe.pe_layer.positional_encoding_gaussian_matrix, [e.weight for e in pe.point_embeddings],
+            pe.not_a_point_embed.weight, dec.iou_token.weight, dec.mask_tokens.weight, boxes is None,
+            pe.input_image_size)
     assert got is not None and got.shape == want.shape
     assert rel_err(got, want) < 1e-5, rel_err(got, want)  # sin / cos of |args| up to ~50: a few ulp apart
     assert rel_err(ref, want) < 1e-6
@@ -122,11 +124,79 @@ def test_modules_run_where_the_kernel_cannot(models):
         assert fd.prompt_tokens((coords, labels), None) is not None
 
 
-def _refs(B=2, Np=3, C=8, P=3, box=True):
+@pytest.mark.parametrize("labels", [torch.tensor([[0.5, -0.5, 1.0, 1.5]]), torch.tensor([[255, 1, 0, 7]], dtype=torch.uint8),
+                                    torch.tensor([[True, False, True, True]])], ids=["float", "uint8", "bool"])
+def test_labels_of_other_dtypes_as_official(models, labels):
+    """The official module compares labels with -1 / 0 / 1 in their own dtype: 0.5 matches none, uint8 255 == -1."""
+    official, ours = models
+    coords, _, boxes = prompts(1, [1, 1, 1, 1], True, seed=5)
+    fd = samfast.SamPredictor(ours)._fast_decoder
+    with torch.no_grad():
+        got = fd.prompt_tokens((coords, labels), boxes)
+        want = official_tokens(official, coords, labels, boxes)
+    assert rel_err(got, want) < 1e-5
+
+
+def test_weights_are_read_live(models):
+    """No cached copies: in-place edits through .data (no version bump) are seen by the next call."""
+    official, ours = models
+    coords, labels, _ = prompts(1, [1, 0], False, seed=6)
+    fd = samfast.SamPredictor(ours)._fast_decoder
+    with torch.no_grad():
+        before = fd.prompt_tokens((coords, labels), None).clone()
+        for m in (ours.prompt_encoder.point_embeddings[1], ours.mask_decoder.iou_token):
+            m.weight.data.mul_(2.0)
+        try:
+            after = fd.prompt_tokens((coords, labels), None)
+        finally:
+            for m in (ours.prompt_encoder.point_embeddings[1], ours.mask_decoder.iou_token):
+                m.weight.data.mul_(0.5)
+    # rows: IoU token, mask tokens, the label-1 point, the label-0 point, the padding point
+    assert not torch.allclose(before[:, 0], after[:, 0]) and not torch.allclose(before[:, -3], after[:, -3])
+    assert torch.equal(before[:, -2], after[:, -2]) and torch.equal(before[:, -1], after[:, -1])
+
+
+def test_patched_encoders_run_the_modules(models):
+    _, ours = models
+    fd = samfast.SamPredictor(ours)._fast_decoder
+    coords, labels, _ = prompts(1, [1], False)
+    pe = ours.prompt_encoder
+    with torch.no_grad():
+        h = torch.nn.modules.module.register_module_forward_hook(lambda *a: None)
+        try:
+            assert fd.prompt_tokens((coords, labels), None) is None  # global hooks
+        finally:
+            h.remove()
+        pe.pe_layer.forward_with_coords = lambda *a: None
+        try:
+            assert fd.prompt_tokens((coords, labels), None) is None  # a patched positional encoding
+        finally:
+            del pe.pe_layer.forward_with_coords
+        assert fd.prompt_tokens((coords, labels), None) is not None
+
+
+def test_plain_eager_excludes_meta_and_functorch():
+    with torch.no_grad():
+        assert ops._plain_eager(torch.zeros(2))
+        assert not ops._plain_eager(torch.zeros(2, device="meta"))
+        seen = []
+        torch.vmap(lambda x: seen.append(ops._plain_eager(x)) or x)(torch.zeros(3, 2))
+        assert seen == [False]
+        low = torch.zeros(1, 1, 8, 8, device="meta")
+        out = ops.postprocess_masks(low, 32, (32, 32), (40, 40), 0.0)  # meta: the op's fake impl
+        assert out.shape == (1, 1, 40, 40) and out.device.type == "meta"
+
+
+def _refs(B=2, Np=3, C=8, M=2, box=True):
     t = lambda *s: torch.randn(*s)  # noqa: E731
-    out = torch.empty(B, P + Np + (0 if box else 1) + (2 if box else 0), C)
-    return dict(coords=t(B, Np, 2), labels=torch.ones(B, Np, dtype=torch.int64), boxes=t(B, 4) if box else
-                torch.empty(0), gauss=t(2, C // 2), point_emb=t(4, C), not_a_point=t(C), prefix=t(P, C), out=out)
+    out = torch.empty(B, 1 + M + Np + (0 if box else 1) + (2 if box else 0), C)
+    return dict(coords=t(B, Np, 2), labels=torch.ones(B, Np, dtype=torch.int64), boxes=t(B, 4), gauss=t(2, C // 2),
+                pe0=t(1, C), pe1=t(1, C), pe2=t(1, C), pe3=t(1, C), not_a_point=t(1, C), iou_token=t(1, C),
+                mask_tokens=t(M, C), out=out)
+
+
+_ORDER = ("coords", "labels", "boxes", "gauss", "pe0", "pe1", "pe2", "pe3", "not_a_point", "iou_token", "mask_tokens",
+          "out")
 
 
 @pytest.mark.parametrize("bad,match", [
@@ -134,22 +204,21 @@ def _refs(B=2, Np=3, C=8, P=3, box=True):
     (dict(labels=torch.ones(2, 4, dtype=torch.int64)), "labels"),
     (dict(labels=torch.ones(2, 3, dtype=torch.int32)), "labels"),
     (dict(boxes=torch.randn(2, 5)), "boxes"),
-    (dict(point_emb=torch.randn(3, 8)), "point_emb"),
-    (dict(prefix=torch.randn(3, 9)), "prefix"),
+    (dict(pe2=torch.randn(1, 9)), "pe2"),
+    (dict(not_a_point=torch.randn(8)), "not_a_point"),
+    (dict(mask_tokens=torch.randn(3, 9)), "mask_tokens"),
     (dict(out=torch.empty(2, 9, 8)), "out"),
     (dict(gauss=torch.randn(2, 4).double()), "gauss"),
 ])
 def test_C_checks_its_arguments(bad, match):
     args = _refs()
     args.update(bad)
-    refs = [ops.tensor_ref(args[k]) for k in ("coords", "labels", "boxes", "gauss", "point_emb", "not_a_point",
-                                              "prefix", "out")]
     with pytest.raises((ValueError, TypeError), match=match):
-        _C.prompt_tokens_cpu(*refs, False, 256.0, 256.0)
+        _C.prompt_tokens_cpu(*[ops.tensor_ref(args[k]) for k in _ORDER], True, False, 256.0, 256.0)
 
 
 def test_opcheck():
     a = _refs(box=False)
     torch.library.opcheck(torch.ops.samfast.prompt_tokens.default,
-                          (a["coords"], a["labels"], None, a["gauss"], a["point_emb"], a["not_a_point"], a["prefix"],
-                           True, 256.0, 300.0))
+                          (a["coords"], a["labels"], None, a["gauss"], a["pe0"], a["pe1"], a["pe2"], a["pe3"],
+                           a["not_a_point"], a["iou_token"], a["mask_tokens"], True, 256.0, 300.0))

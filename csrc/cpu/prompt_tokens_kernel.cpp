@@ -30,7 +30,8 @@ void prompt_tokens_cpu(const PromptTokensArgs& a) {
   const int64_t C = a.C, T = a.P + a.Np + (a.pad ? 1 : 0) + 2 * a.Nb;
   for (int64_t b = 0; b < a.B; ++b) {
     float* out = a.out + b * T * C;
-    std::memcpy(out, a.prefix, a.P * C * sizeof(float));
+    std::memcpy(out, a.iou_token, C * sizeof(float));
+    std::memcpy(out + C, a.mask_tokens, (a.P - 1) * C * sizeof(float));
     out += a.P * C;
     for (int64_t i = 0; i < a.Np; ++i, out += C) {
       const float* xy = a.coords + (b * a.Np + i) * 2;
@@ -40,7 +41,7 @@ void prompt_tokens_cpu(const PromptTokensArgs& a) {
         continue;
       }
       fourier_pe(a, (xy[0] + 0.5f) / a.img_w, (xy[1] + 0.5f) / a.img_h, out);
-      if (l == 0 || l == 1) add_row(out, a.point_emb + l * C, C);
+      if (l == 0 || l == 1) add_row(out, a.point_emb[l], C);
     }
     if (a.pad) {
       std::memcpy(out, a.not_a_point, C * sizeof(float));
@@ -50,7 +51,7 @@ void prompt_tokens_cpu(const PromptTokensArgs& a) {
       for (int64_t k = 0; k < 2; ++k, out += C) {
         const float* xy = a.boxes + b * 4 + 2 * k;
         fourier_pe(a, (xy[0] + 0.5f) / a.img_w, (xy[1] + 0.5f) / a.img_h, out);
-        add_row(out, a.point_emb + (2 + k) * C, C);
+        add_row(out, a.point_emb[2 + k], C);
       }
   }
 }

@@ -4,7 +4,7 @@
 // Per point (x, y) in input-frame pixels with label l, and per box corner:
 //   c = ((x + 0.5) / W, (y + 0.5) / H) (the padding point: (0, 0)), pe = [sin(a), cos(a)], a = 2 pi ((2 c - 1) @ G)
 //   l == -1: not_a_point; l == 0 / 1: pe + point_emb[l]; other labels: pe. Box corners k = 0, 1: pe + point_emb[2 + k].
-// out[b] = [tokens_prefix (IoU token, mask tokens); the points (+ the padding point when `pad`); the box corners].
+// out[b] = [IoU token; mask tokens; the points (+ the padding point when `pad`); the box corners].
 #pragma once
 #include <cstdint>
 
@@ -19,9 +19,10 @@ struct PromptTokensArgs {
   const int64_t* labels = nullptr;              // [B, Np]
   const float* boxes = nullptr;                 // [B, 4] (x0, y0, x1, y1) when Nb == 1
   const float* gauss = nullptr;                 // [2, F]  positional_encoding_gaussian_matrix
-  const float* point_emb = nullptr;             // [4, C]  point_embeddings[0..3]
+  const float* point_emb[4] = {};               // [C] each: point_embeddings[0..3] (the modules' weights, live)
   const float* not_a_point = nullptr;           // [C]
-  const float* prefix = nullptr;                // [P, C]  IoU token, then the mask tokens
+  const float* iou_token = nullptr;             // [C]
+  const float* mask_tokens = nullptr;           // [P - 1, C]
   float* out = nullptr;                         // [B, P + Np + pad + 2 Nb, C]
 };
 

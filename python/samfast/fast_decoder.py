@@ -37,7 +37,7 @@ from torch import Tensor
 
 from . import ops
 from .modeling import Sam
-from .modeling.prompt_encoder import PromptEncoder
+from .modeling.prompt_encoder import PositionEmbeddingRandom, PromptEncoder
 from .modeling.transformer import Attention
 
 
@@ -117,8 +117,6 @@ class FastMaskDecoder:
         self._dims = ops.decoder_dims(self.dec)  # None: structure the C++ decoder does not implement
         self._packed: Optional[Tensor] = None
         self._packed_key = None
-        self._prompt_params: Optional[Tuple[Tensor, ...]] = None  # prompt_tokens' operands, and their key
-        self._prompt_key = None
 
     def _packed_params(self) -> Optional[Tensor]:
         """The decoder's parameters packed for `ops.cached_mask_decoder`; repacked when any of them changed
@@ -157,26 +155,27 @@ class FastMaskDecoder:
     def prompt_tokens(self, points: Optional[Tuple[Tensor, Tensor]], boxes: Optional[Tensor]) -> Optional[Tensor]:
         """The decoder's tokens [B, T, C] for mask-free prompts straight from points (coords BxNx2, labels BxN) and
         boxes (Bx4), as `dec.assemble_tokens(prompt_encoder(points, boxes, None)[0])` (`ops.prompt_tokens`: one
-        C++ call on the CPU). None where the modules must run: CUDA or non-float32 weights, gradients, hooks, or a
-        prompt encoder / decoder this does not mirror."""
+        C++ call on the CPU, reading the modules' weights as they are). None where the modules must run: CUDA or
+        non-float32 weights, gradients, hooks (global ones too), a prompt encoder or positional encoding this does
+        not mirror (subclassed or with a patched forward)."""
         pe_mod, dec = self.sam.prompt_encoder, self.dec
         if points is None and boxes is None:
             return None
         w = dec.iou_token.weight
-        if w.dtype != torch.float32 or w.is_cuda or torch.is_grad_enabled() or type(pe_mod) is not PromptEncoder:
+        if w.dtype != torch.float32 or w.device.type != "cpu" or torch.is_grad_enabled():
             return None
-        if any(m._forward_hooks or m._forward_pre_hooks for m in pe_mod.modules()):
+        pe_layer = pe_mod.pe_layer
+        if type(pe_mod) is not PromptEncoder or type(pe_layer) is not PositionEmbeddingRandom or \
+                "forward" in vars(pe_mod) or any(k in vars(pe_layer) for k in ("forward_with_coords", "_pe_encoding")):
+            return None
+        mm = torch.nn.modules.module
+        if getattr(mm, "_global_forward_hooks", None) or getattr(mm, "_global_forward_pre_hooks", None) or \
+                any(m._forward_hooks or m._forward_pre_hooks for m in pe_mod.modules()):
             return None  # they would not run
-        emb = [pe_mod.pe_layer.positional_encoding_gaussian_matrix, *(e.weight for e in pe_mod.point_embeddings),
-               pe_mod.not_a_point_embed.weight, dec.iou_token.weight, dec.mask_tokens.weight]
-        key = tuple((t.data_ptr(), t._version) for t in emb)
-        if key != self._prompt_key:
-            gauss, p0, p1, p2, p3, nap, iou_tok, mask_tok = emb
-            self._prompt_params = (gauss.contiguous(), torch.cat([p0, p1, p2, p3], dim=0), nap[0].contiguous(),
-                                   torch.cat([iou_tok, mask_tok], dim=0))
-            self._prompt_key = key
         coords, labels = points if points is not None else (None, None)
-        return ops.prompt_tokens(coords, labels, boxes, *self._prompt_params, boxes is None, pe_mod.input_image_size)
+        return ops.prompt_tokens(coords, labels, boxes, pe_layer.positional_encoding_gaussian_matrix,
+                                 [e.weight for e in pe_mod.point_embeddings], pe_mod.not_a_point_embed.weight,
+                                 dec.iou_token.weight, dec.mask_tokens.weight, boxes is None, pe_mod.input_image_size)
 
     @torch.no_grad()
     def __call__(self, cache: DecoderCache, sparse: Tensor, dense: Optional[Tensor],

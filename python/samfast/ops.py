@@ -118,7 +118,9 @@ def _plain_eager(t: Tensor) -> bool:
     if torch.compiler.is_compiling():  # first: the rest is not traceable
         return False
     stack_len = getattr(torch._C, "_len_torch_dispatch_stack", None)
-    return type(t) is Tensor and not torch.is_grad_enabled() and stack_len is not None and stack_len() == 0
+    functorch_active = getattr(torch._C, "_are_functorch_transforms_active", None)  # vmap / grad wrap tensors
+    return (type(t) is Tensor and t.device.type in ("cpu", "cuda") and not torch.is_grad_enabled()
+            and stack_len is not None and stack_len() == 0 and functorch_active is not None and not functorch_active())
 
 
 def _check(cond: bool, exc: type, msg: str) -> None:

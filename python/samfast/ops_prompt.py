@@ -101,15 +101,15 @@ def mask_embed(mask: Tensor, params: Sequence[Tensor], eps1: float = 1e-6, eps2:
 
 
 def prompt_tokens_reference(coords: Tensor, labels: Tensor, boxes: Optional[Tensor], gauss: Tensor,
-                            point_emb: Tensor, not_a_point: Tensor, prefix: Tensor, pad: bool,
-                            input_size: Sequence[int]) -> Tensor:
-    """The official prompt encoder's sparse embeddings, after the decoder's prefix tokens.
+                            point_emb: Sequence[Tensor], not_a_point: Tensor, iou_token: Tensor, mask_tokens: Tensor,
+                            pad: bool, input_size: Sequence[int]) -> Tensor:
+    """The official prompt encoder's sparse embeddings behind the decoder's IoU and mask tokens.
 
     coords [B, Np, 2] (x, y, input-frame pixels), labels [B, Np] (-1 padding, 0 negative, 1 positive; other values
-    get no label embedding), boxes [B, 4] XYXY or None, gauss [2, F] (the random Fourier matrix), point_emb [4, C]
-    (negative, positive, box corner 1, box corner 2), not_a_point [C], prefix [P, C] (IoU token, mask tokens),
-    pad: append a padding point (official: when there is no box), input_size (H, W).
-    Returns [B, P + Np + pad + 2 * (boxes given), C]."""
+    get no label embedding), boxes [B, 4] XYXY or None, gauss [2, F] (the random Fourier matrix), point_emb: the four
+    point_embeddings weights [1, C] (negative, positive, box corner 1, box corner 2), not_a_point / iou_token [1, C],
+    mask_tokens [M, C], pad: append a padding point (official: when there is no box), input_size (H, W).
+    Returns [B, 1 + M + Np + pad + 2 * (boxes given), C]."""
     H, W = input_size
 
     def pe(c):  # c [B, n, 2] already offset by 0.5, any float dtype (scaled in it, as officially) -> [B, n, C]
@@ -117,7 +117,7 @@ def prompt_tokens_reference(coords: Tensor, labels: Tensor, boxes: Optional[Tens
         return torch.cat([torch.sin(a), torch.cos(a)], dim=-1)
 
     B = coords.shape[0]
-    parts = [prefix.unsqueeze(0).expand(B, -1, -1)]
+    parts = [torch.cat([iou_token, mask_tokens], dim=0).unsqueeze(0).expand(B, -1, -1)]
     c, lab = coords + 0.5, labels
     if pad:
         c = torch.cat([c, c.new_zeros((B, 1, 2))], dim=1)
@@ -126,54 +126,64 @@ def prompt_tokens_reference(coords: Tensor, labels: Tensor, boxes: Optional[Tens
         e = torch.where((lab == -1)[..., None], not_a_point.expand(B, c.shape[1], -1), pe(c))
         parts.append(e + (lab == 0)[..., None] * point_emb[0] + (lab == 1)[..., None] * point_emb[1])
     if boxes is not None:
-        parts.append(pe((boxes + 0.5).reshape(B, 2, 2)) + point_emb[2:4])
+        parts.append(pe((boxes + 0.5).reshape(B, 2, 2)) + torch.cat([point_emb[2], point_emb[3]], dim=0))
     return torch.cat(parts, dim=1)
 
 
 @torch.library.custom_op("samfast::prompt_tokens", mutates_args=())
-def _prompt_tokens_op(coords: Tensor, labels: Tensor, boxes: Optional[Tensor], gauss: Tensor, point_emb: Tensor,
-                      not_a_point: Tensor, prefix: Tensor, pad: bool, img_h: float, img_w: float) -> Tensor:
-    return _prompt_tokens_impl(coords, labels, boxes, gauss, point_emb, not_a_point, prefix, pad, img_h, img_w)
+def _prompt_tokens_op(coords: Tensor, labels: Tensor, boxes: Optional[Tensor], gauss: Tensor, pe0: Tensor,
+                      pe1: Tensor, pe2: Tensor, pe3: Tensor, not_a_point: Tensor, iou_token: Tensor,
+                      mask_tokens: Tensor, pad: bool, img_h: float, img_w: float) -> Tensor:
+    return _prompt_tokens_impl(coords, labels, boxes, gauss, pe0, pe1, pe2, pe3, not_a_point, iou_token, mask_tokens,
+                               pad, img_h, img_w)
 
 
-def _prompt_tokens_impl(coords, labels, boxes, gauss, point_emb, not_a_point, prefix, pad, img_h, img_w):
+def _prompt_tokens_shape(coords, boxes, mask_tokens, pad):
     B, Np = coords.shape[:2]
-    out = coords.new_empty((B, prefix.shape[0] + Np + int(pad) + (2 if boxes is not None else 0), prefix.shape[1]))
-    empty = coords.new_empty(0)
-    refs = [tensor_ref(t) for t in (coords, labels, boxes if boxes is not None else empty, gauss, point_emb,
-                                     not_a_point, prefix, out)]
-    _C.prompt_tokens_cpu(*refs, bool(pad), float(img_h), float(img_w))
+    return B, 1 + mask_tokens.shape[0] + Np + int(pad) + (2 if boxes is not None else 0), mask_tokens.shape[1]
+
+
+def _prompt_tokens_impl(coords, labels, boxes, gauss, pe0, pe1, pe2, pe3, not_a_point, iou_token, mask_tokens, pad,
+                        img_h, img_w):
+    out = coords.new_empty(_prompt_tokens_shape(coords, boxes, mask_tokens, pad))
+    refs = [tensor_ref(t) for t in (coords, labels, boxes if boxes is not None else coords, gauss, pe0, pe1, pe2, pe3,
+                                     not_a_point, iou_token, mask_tokens, out)]
+    _C.prompt_tokens_cpu(*refs, boxes is not None, bool(pad), float(img_h), float(img_w))
     return out
 
 
 @_prompt_tokens_op.register_fake
-def _(coords, labels, boxes, gauss, point_emb, not_a_point, prefix, pad, img_h, img_w):
-    B, Np = coords.shape[:2]
-    return coords.new_empty((B, prefix.shape[0] + Np + int(pad) + (2 if boxes is not None else 0), prefix.shape[1]))
+def _(coords, labels, boxes, gauss, pe0, pe1, pe2, pe3, not_a_point, iou_token, mask_tokens, pad, img_h, img_w):
+    return coords.new_empty(_prompt_tokens_shape(coords, boxes, mask_tokens, pad))
 
 
 def prompt_tokens(coords: Optional[Tensor], labels: Optional[Tensor], boxes: Optional[Tensor], gauss: Tensor,
-                  point_emb: Tensor, not_a_point: Tensor, prefix: Tensor, pad: bool,
-                  input_size: Sequence[int]) -> Tensor:
+                  point_emb: Sequence[Tensor], not_a_point: Tensor, iou_token: Tensor, mask_tokens: Tensor,
+                  pad: bool, input_size: Sequence[int]) -> Tensor:
     """Prompt tokens [B, T, C]; see `prompt_tokens_reference` (coords / labels may be None: no points). The kernel
-    runs on float32 CPU tensors when no gradient is needed (the C++ side checks every shape); else the reference."""
+    runs on float32 CPU tensors with signed-integer or bool labels when no gradient is needed (the C++ side checks
+    every shape); anything else runs the reference."""
     if coords is None:
         _check(labels is None, ValueError, "labels given without coords")
         _check(isinstance(boxes, Tensor) and boxes.dim() == 2, ValueError,
                f"boxes: expected [B, 4] when there are no points, got {_shape(boxes)}")
         coords = boxes.new_zeros((boxes.shape[0], 0, 2))
         labels = torch.zeros((boxes.shape[0], 0), dtype=torch.int64, device=boxes.device)
-    _check(isinstance(coords, Tensor) and coords.dim() == 3 and coords.shape[-1] == 2, ValueError,
-           f"coords: expected [B, Np, 2], got {_shape(coords)}")
-    _check(isinstance(labels, Tensor) and tuple(labels.shape) == tuple(coords.shape[:2]), ValueError,
-           f"labels: expected [B, Np] = {list(coords.shape[:2])}, got {_shape(labels)}")
-    tensors = [coords, gauss, point_emb, not_a_point, prefix] + ([boxes] if boxes is not None else [])
+    if not (isinstance(coords, Tensor) and coords.dim() == 3 and coords.shape[-1] == 2):
+        raise ValueError(f"coords: expected [B, Np, 2], got {_shape(coords)}")
+    if not (isinstance(labels, Tensor) and tuple(labels.shape) == tuple(coords.shape[:2])):
+        raise ValueError(f"labels: expected [B, Np] = {list(coords.shape[:2])}, got {_shape(labels)}")
+    _check(len(point_emb) == 4, ValueError, f"point_emb: expected 4 tensors, got {len(point_emb)}")
+    tensors = [coords, gauss, *point_emb, not_a_point, iou_token, mask_tokens] + ([boxes] if boxes is not None else [])
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-    if use_kernel("prompt_tokens", coords) and not needs_grad and \
-            all(t.dtype == torch.float32 and not t.is_cuda for t in tensors):
+    # labels: the official compares them with -1 / 0 / 1 in their own dtype (0.5 matches none; uint8 255 == -1)
+    labels_ok = labels.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.bool)
+    if use_kernel("prompt_tokens", coords) and not needs_grad and labels_ok and \
+            all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors):
         run = _prompt_tokens_impl if _plain_eager(coords) else _prompt_tokens_op
         return run(coords.contiguous(), labels.to(torch.int64).contiguous(),
-                   boxes.contiguous() if boxes is not None else None, gauss.contiguous(), point_emb.contiguous(),
-                   not_a_point.contiguous(), prefix.contiguous(), bool(pad), float(input_size[0]),
-                   float(input_size[1]))
-    return prompt_tokens_reference(coords, labels, boxes, gauss, point_emb, not_a_point, prefix, pad, input_size)
+                   boxes.contiguous() if boxes is not None else None, gauss.contiguous(),
+                   *(p.contiguous() for p in point_emb), not_a_point.contiguous(), iou_token.contiguous(),
+                   mask_tokens.contiguous(), bool(pad), float(input_size[0]), float(input_size[1]))
+    return prompt_tokens_reference(coords, labels, boxes, gauss, point_emb, not_a_point, iou_token, mask_tokens, pad,
+                                   input_size)
