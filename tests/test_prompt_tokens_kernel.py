@@ -84,7 +84,9 @@ def test_float64_coords_take_the_reference(models):
     assert rel_err(got, want) < 1e-6
 
 
-def test_predict_uses_it_and_matches_official(models):
+def test_predict_paths_use_it_and_match_official(models):
+    """predict (numpy) runs FastMaskDecoder.predict_cpu (three _C calls), predict_torch runs ops.prompt_tokens +
+    the whole-decoder op: both as the official predictor."""
     official, ours = models
     import segment_anything as sa
 
@@ -93,20 +95,28 @@ def test_predict_uses_it_and_matches_official(models):
     theirs.set_image(image)
     mine.set_image(image)
     pts, lbs, box = np.array([[120.0, 80.0], [10.0, 150.0]]), np.array([1, 0]), np.array([30, 20, 250, 180.0])
-    calls = []
-    orig = ops.prompt_tokens
+    fd = mine._fast_decoder
+    fast_runs, token_calls = [], []
+    orig_predict_cpu, orig_tokens = fd.predict_cpu, ops.prompt_tokens
+    fd.predict_cpu = lambda *a, **k: (lambda r: fast_runs.append(r is not None) or r)(orig_predict_cpu(*a, **k))
+    samfast.ops.prompt_tokens = lambda *a, **k: token_calls.append(1) or orig_tokens(*a, **k)
     try:
-        samfast.ops.prompt_tokens = lambda *a, **k: calls.append(1) or orig(*a, **k)
-        for kw in (dict(point_coords=pts, point_labels=lbs), dict(box=box), dict(point_coords=pts, point_labels=lbs,
-                                                                                   box=box)):
-            m1, s1, l1 = theirs.predict(**kw)
-            m2, s2, l2 = mine.predict(**kw)
-            assert rel_err(torch.from_numpy(l2), torch.from_numpy(l1)) < 1e-4
-            assert np.abs(s2 - s1).max() < 1e-4
-            assert (m1 == m2).mean() > 0.999
+        for kw in (dict(point_coords=pts, point_labels=lbs), dict(box=box),
+                   dict(point_coords=pts, point_labels=lbs, box=box)):
+            for mm in (True, False):
+                m1, s1, l1 = theirs.predict(**kw, multimask_output=mm)
+                m2, s2, l2 = mine.predict(**kw, multimask_output=mm)
+                assert rel_err(torch.from_numpy(l2), torch.from_numpy(l1)) < 1e-4
+                assert np.abs(s2 - s1).max() < 1e-4 and (m1 == m2).mean() > 0.999
+                logits = mine.predict(**kw, multimask_output=mm, return_logits=True)[0]
+                assert logits.dtype == np.float32 and ((logits > 0) == m2).mean() > 0.999
+        c = torch.as_tensor(mine.transform.apply_coords(pts, mine.original_size), dtype=torch.float)[None]
+        tm, ts, tl = theirs.predict_torch(c, torch.as_tensor(lbs)[None])
+        mm_, ms_, ml_ = mine.predict_torch(c, torch.as_tensor(lbs)[None])
+        assert rel_err(ml_, tl) < 1e-4 and (mm_ == tm).float().mean() > 0.999
     finally:
-        samfast.ops.prompt_tokens = orig
-    assert len(calls) == 3
+        fd.predict_cpu, samfast.ops.prompt_tokens = orig_predict_cpu, orig_tokens
+    assert fast_runs == [True] * 12 and len(token_calls) == 1
 
 
 def test_modules_run_where_the_kernel_cannot(models):

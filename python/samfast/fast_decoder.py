@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import ops
+from . import _C, ops
 from .modeling import Sam
 from .modeling.prompt_encoder import PositionEmbeddingRandom, PromptEncoder
 from .modeling.transformer import Attention
@@ -152,30 +152,83 @@ class FastMaskDecoder:
             cache.g = ops.fold_image(cache.x0, cache.pe, cache.packed, self._dims)
         return cache
 
-    def prompt_tokens(self, points: Optional[Tuple[Tensor, Tensor]], boxes: Optional[Tensor]) -> Optional[Tensor]:
-        """The decoder's tokens [B, T, C] for mask-free prompts straight from points (coords BxNx2, labels BxN) and
-        boxes (Bx4), as `dec.assemble_tokens(prompt_encoder(points, boxes, None)[0])` (`ops.prompt_tokens`: one
-        C++ call on the CPU, reading the modules' weights as they are). None where the modules must run: CUDA or
-        non-float32 weights, gradients, hooks (global ones too), a prompt encoder or positional encoding this does
-        not mirror (subclassed or with a patched forward)."""
-        pe_mod, dec = self.sam.prompt_encoder, self.dec
-        if points is None and boxes is None:
-            return None
-        w = dec.iou_token.weight
+    def _prompt_tokens_ok(self) -> bool:
+        """Whether `ops.prompt_tokens` may stand in for the prompt encoder + token assembly: CPU float32 weights, no
+        gradients, no hooks that would run (the encoder's own or global ones), a prompt encoder and positional
+        encoding this mirrors (not subclassed, no patched forward / forward_with_coords / _pe_encoding)."""
+        pe_mod, w = self.sam.prompt_encoder, self.dec.iou_token.weight
         if w.dtype != torch.float32 or w.device.type != "cpu" or torch.is_grad_enabled():
-            return None
+            return False
         pe_layer = pe_mod.pe_layer
         if type(pe_mod) is not PromptEncoder or type(pe_layer) is not PositionEmbeddingRandom or \
                 "forward" in vars(pe_mod) or any(k in vars(pe_layer) for k in ("forward_with_coords", "_pe_encoding")):
-            return None
+            return False
+        # hooks that the official call would run: the prompt encoder's own and global ones (for points and boxes
+        # it reads its submodules' weights and calls pe_layer's methods directly, so theirs never run)
         mm = torch.nn.modules.module
-        if getattr(mm, "_global_forward_hooks", None) or getattr(mm, "_global_forward_pre_hooks", None) or \
-                any(m._forward_hooks or m._forward_pre_hooks for m in pe_mod.modules()):
-            return None  # they would not run
+        if getattr(mm, "_global_forward_hooks", None) or getattr(mm, "_global_forward_pre_hooks", None):
+            return False
+        return not (pe_mod._forward_hooks or pe_mod._forward_pre_hooks)
+
+    def _prompt_weights(self) -> list:
+        """The embedding weights `ops.prompt_tokens` reads, as the modules hold them now."""
+        pe_mod, dec = self.sam.prompt_encoder, self.dec
+        return [pe_mod.pe_layer.positional_encoding_gaussian_matrix, [e.weight for e in pe_mod.point_embeddings],
+                pe_mod.not_a_point_embed.weight, dec.iou_token.weight, dec.mask_tokens.weight]
+
+    def prompt_tokens(self, points: Optional[Tuple[Tensor, Tensor]], boxes: Optional[Tensor]) -> Optional[Tensor]:
+        """The decoder's tokens [B, T, C] for mask-free prompts straight from points (coords BxNx2, labels BxN) and
+        boxes (Bx4), as `dec.assemble_tokens(prompt_encoder(points, boxes, None)[0])` (`ops.prompt_tokens`: one
+        C++ call on the CPU, reading the modules' weights as they are). None where the modules must run (see
+        `_prompt_tokens_ok`)."""
+        if (points is None and boxes is None) or not self._prompt_tokens_ok():
+            return None
         coords, labels = points if points is not None else (None, None)
-        return ops.prompt_tokens(coords, labels, boxes, pe_layer.positional_encoding_gaussian_matrix,
-                                 [e.weight for e in pe_mod.point_embeddings], pe_mod.not_a_point_embed.weight,
-                                 dec.iou_token.weight, dec.mask_tokens.weight, boxes is None, pe_mod.input_image_size)
+        return ops.prompt_tokens(coords, labels, boxes, *self._prompt_weights(), boxes is None,
+                                 self.sam.prompt_encoder.input_image_size)
+
+    def predict_cpu(self, cache: DecoderCache, coords: Optional[Tensor], labels: Optional[Tensor],
+                    boxes: Optional[Tensor], multimask_output: bool, img_size: int, input_size: Tuple[int, int],
+                    original_size: Tuple[int, int], threshold: Optional[float]) -> Optional[Tuple[Tensor, ...]]:
+        """`SamPredictor.predict`'s mask-free CPU path as three `_C` calls in a row (prompt tokens, whole decoder,
+        post-processing): the same kernels as `prompt_tokens` + `decode_tokens` + `ops.postprocess_masks`, without
+        their Python layers in between, which cost ~0.3-0.4 ms per prompt with the caches cold after each decoder
+        call. coords [B, N, 2] float32 + labels [B, N] int64 and / or boxes [B, 4] float32, in the input frame;
+        the C++ side checks every shape. Returns (masks [B, K, H0, W0], iou [B, K], low_res [B, K, 4h, 4w]), or
+        None where this does not apply (then the general path runs)."""
+        if cache.packed is None or cache.g is None or not self._whole_kernel_ok(cache) or not self._prompt_tokens_ok():
+            return None
+        if coords is None and boxes is None:
+            return None
+        for t in (coords, boxes):
+            if t is not None and (t.dtype != torch.float32 or t.device.type != "cpu"):
+                return None
+        if labels is not None and labels.dtype != torch.int64:
+            return None
+        B = (coords if coords is not None else boxes).shape[0]
+        if coords is None:
+            coords, labels = torch.zeros((B, 0, 2)), torch.zeros((B, 0), dtype=torch.int64)
+        gauss, point_emb, not_a_point, iou_token, mask_tokens = self._prompt_weights()
+        C, M, (h, w) = mask_tokens.shape[1], mask_tokens.shape[0], cache.hw
+        pad = boxes is None
+        tokens = torch.empty((B, 1 + M + coords.shape[1] + int(pad) + (2 if boxes is not None else 0), C))
+        ref = ops.tensor_ref
+        _C.prompt_tokens_cpu(ref(coords), ref(labels), ref(boxes if boxes is not None else coords), ref(gauss),
+                             *(ref(p) for p in point_emb), ref(not_a_point), ref(iou_token), ref(mask_tokens),
+                             ref(tokens), boxes is not None, pad,
+                             *(float(v) for v in self.sam.prompt_encoder.input_image_size))
+        K = M - 1 if multimask_output else 1
+        low_res, iou = torch.empty((B, K, 4 * h, 4 * w)), torch.empty((B, K))
+        empty = torch.empty(0)
+        _C.cached_decoder_cpu(*(ref(t) for t in (tokens, cache.x0, cache.pe, cache.k0, cache.v0, cache.q0, empty, empty,
+                                                 cache.packed)),
+                              list(self._dims), h, w, bool(multimask_output), self.tr.norm_final_attn.eps,
+                              self.dec.output_upscaling[1].eps, ref(low_res), ref(iou), ref(cache.g))
+        ih, iw = input_size
+        masks = torch.empty((B, K, *original_size), dtype=torch.bool if threshold is not None else torch.float32)
+        _C.postprocess_masks_cpu(ref(low_res), ref(masks), img_size, ih, iw,
+                                 0.0 if threshold is None else float(threshold), threshold is not None)
+        return masks, iou, low_res
 
     @torch.no_grad()
     def __call__(self, cache: DecoderCache, sparse: Tensor, dense: Optional[Tensor],

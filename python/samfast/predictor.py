@@ -16,7 +16,7 @@ def _as_array(x, name: str, dtype=np.float64) -> np.ndarray:
         arr = np.asarray(x, dtype=dtype)
     except (TypeError, ValueError) as e:
         raise TypeError(f"{name}: expected a numeric array, got {type(x).__name__}") from e
-    if not np.all(np.isfinite(arr)) and dtype != np.int64:
+    if dtype != np.int64 and not np.isfinite(arr).all():
         raise ValueError(f"{name}: contains NaN or infinite values")
     return arr
 
@@ -113,6 +113,7 @@ class SamPredictor:
         if not self.is_image_set:
             raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
         coords_t = labels_t = box_t = mask_t = None
+        dev = self.device
         if point_coords is not None or point_labels is not None:
             if point_coords is None or point_labels is None:
                 raise ValueError("point_coords and point_labels must be given together")
@@ -123,22 +124,33 @@ class SamPredictor:
             if pl.shape != (pc.shape[0],):
                 raise ValueError(f"point_labels: expected shape ({pc.shape[0]},) to match point_coords, got {pl.shape}")
             pc = self.transform.apply_coords(pc, self.original_size)
-            coords_t = torch.as_tensor(pc, dtype=torch.float, device=self.device)[None]
-            labels_t = torch.as_tensor(pl, dtype=torch.int, device=self.device)[None]
+            coords_t = torch.as_tensor(pc, dtype=torch.float, device=dev)[None]
+            labels_t = torch.as_tensor(pl, dtype=torch.int, device=dev)[None]
         if box is not None:
             b = _as_array(box, "box")
             if b.size != 4:
                 raise ValueError(f"box: expected 4 values (x0, y0, x1, y1), got shape {b.shape}")
             b = self.transform.apply_boxes(b.reshape(1, 4), self.original_size)
-            box_t = torch.as_tensor(b, dtype=torch.float, device=self.device)
+            box_t = torch.as_tensor(b, dtype=torch.float, device=dev)
         if mask_input is not None:
             m = _as_array(mask_input, "mask_input", np.float32)
             mh, mw = self.model.prompt_encoder.mask_input_size
             if m.shape != (1, mh, mw):
                 raise ValueError(f"mask_input: expected shape 1x{mh}x{mw} (low-res logits), got {m.shape}")
-            mask_t = torch.as_tensor(m, dtype=torch.float, device=self.device)[None]
-        masks, iou, low_res = self.predict_torch(coords_t, labels_t, box_t, mask_t, multimask_output,
-                                                 return_logits=return_logits)
+            mask_t = torch.as_tensor(m, dtype=torch.float, device=dev)[None]
+        out = None
+        if mask_t is None and ops.get_backend() == "kernels" and dev.type == "cpu":
+            # one prompt on the CPU: tokens, decoder and post-processing as three C++ calls in a row
+            with torch.no_grad():
+                if self._decoder_cache is None:
+                    self._decoder_cache = self._fast_decoder.prepare(self.features)
+                out = self._fast_decoder.predict_cpu(
+                    self._decoder_cache, coords_t, labels_t.to(torch.int64) if labels_t is not None else None, box_t,
+                    multimask_output, self.model.image_encoder.img_size, self.input_size, self.original_size,
+                    None if return_logits else self.model.mask_threshold)
+        if out is None:
+            out = self.predict_torch(coords_t, labels_t, box_t, mask_t, multimask_output, return_logits=return_logits)
+        masks, iou, low_res = out
         return masks[0].cpu().numpy(), iou[0].float().cpu().numpy(), low_res[0].float().cpu().numpy()
 
     @torch.no_grad()
