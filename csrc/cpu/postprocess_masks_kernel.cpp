@@ -185,6 +185,36 @@ SAMFAST_AVX2 void threshold_avx2(const float* src, int64_t W0, float thr, uint8_
 }
 #endif
 
+#if SAMFAST_X86
+// ycombine_avx2 + threshold_avx2 in one pass (bool output without stability statistics): the combined row never
+// goes through memory. Same products and sums as ycombine_avx2, so the same bits.
+SAMFAST_AVX2 void ycombine_threshold_avx2(const float* const* rows, const float* wy, int n, int64_t W0, float thr,
+                                          uint8_t* dst) {
+  const __m256 w0 = _mm256_set1_ps(wy[0]), w1 = _mm256_set1_ps(n > 1 ? wy[1] : 0.f);
+  const __m256 w2 = _mm256_set1_ps(n > 2 ? wy[2] : 0.f), w3 = _mm256_set1_ps(n > 3 ? wy[3] : 0.f);
+  const __m256 t = _mm256_set1_ps(thr);
+  int64_t X = 0;
+  for (; X + 8 <= W0; X += 8) {
+    __m256 acc;
+    if (n == 2) {
+      acc = _mm256_fmadd_ps(w1, _mm256_loadu_ps(rows[1] + X), _mm256_mul_ps(w0, _mm256_loadu_ps(rows[0] + X)));
+    } else {
+      acc = _mm256_mul_ps(w0, _mm256_loadu_ps(rows[0] + X));
+      if (n > 1) acc = _mm256_fmadd_ps(w1, _mm256_loadu_ps(rows[1] + X), acc);
+      if (n > 2) acc = _mm256_fmadd_ps(w2, _mm256_loadu_ps(rows[2] + X), acc);
+      if (n > 3) acc = _mm256_fmadd_ps(w3, _mm256_loadu_ps(rows[3] + X), acc);
+    }
+    const int m = _mm256_movemask_ps(_mm256_cmp_ps(acc, t, _CMP_GT_OQ));
+    std::memcpy(dst + X, &kBoolLut[m], 8);
+  }
+  for (; X < W0; ++X) {
+    float acc = wy[0] * rows[0][X];
+    for (int k = 1; k < n; ++k) acc += wy[k] * rows[k][X];
+    dst[X] = acc > thr;
+  }
+}
+#endif
+
 // Statistics of one output row: counts above the stability thresholds, first / last column > thr.
 struct RowStats {
   int32_t n_hi = 0, n_lo = 0, x0 = -1, x1 = -1;
@@ -322,6 +352,12 @@ void postprocess_masks_cpu(const PostprocessArgs& a) {
         rows[t] = cache.data.p + slot * cache.stride;
       }
       const float* wy = &ty.wt[Y * kTaps];
+#if SAMFAST_X86
+      if (avx2 && !stats && a.out_kind == MaskOut::Bool) {
+        ycombine_threshold_avx2(rows, wy, n, W0, a.threshold, static_cast<uint8_t*>(a.out) + r * W0);
+        continue;
+      }
+#endif
       float* dstf = a.out_kind == MaskOut::Float32 ? static_cast<float*>(a.out) + r * W0 : tmp.p;
 #if SAMFAST_X86
       if (avx2) ycombine_avx2(rows, wy, n, W0, dstf); else
