@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import _C, ops
+from . import ops
 from .modeling import Sam
 from .modeling.prompt_encoder import PositionEmbeddingRandom, PromptEncoder
 from .modeling.transformer import Attention
@@ -190,9 +190,9 @@ class FastMaskDecoder:
     def predict_cpu(self, cache: DecoderCache, coords: Optional[Tensor], labels: Optional[Tensor],
                     boxes: Optional[Tensor], multimask_output: bool, img_size: int, input_size: Tuple[int, int],
                     original_size: Tuple[int, int], threshold: Optional[float]) -> Optional[Tuple[Tensor, ...]]:
-        """`SamPredictor.predict`'s mask-free CPU path as three `_C` calls in a row (prompt tokens, whole decoder,
-        post-processing): the same kernels as `prompt_tokens` + `decode_tokens` + `ops.postprocess_masks`, without
-        their Python layers in between, which cost ~0.3-0.4 ms per prompt with the caches cold after each decoder
+        """`SamPredictor.predict`'s mask-free CPU path as three kernel calls in a row (prompt tokens, whole decoder,
+        post-processing): the kernel functions behind `prompt_tokens` + `decode_tokens` + `ops.postprocess_masks`,
+        without their wrappers' checks and dispatch in between, which cost ~0.3-0.4 ms per prompt with the caches cold after each decoder
         call. coords [B, N, 2] float32 + labels [B, N] int64 and / or boxes [B, 4] float32, in the input frame;
         the C++ side checks every shape. Returns (masks [B, K, H0, W0], iou [B, K], low_res [B, K, 4h, 4w]), or
         None where this does not apply (then the general path runs)."""
@@ -209,25 +209,14 @@ class FastMaskDecoder:
         if coords is None:
             coords, labels = torch.zeros((B, 0, 2)), torch.zeros((B, 0), dtype=torch.int64)
         gauss, point_emb, not_a_point, iou_token, mask_tokens = self._prompt_weights()
-        C, M, (h, w) = mask_tokens.shape[1], mask_tokens.shape[0], cache.hw
-        pad = boxes is None
-        tokens = torch.empty((B, 1 + M + coords.shape[1] + int(pad) + (2 if boxes is not None else 0), C))
-        ref = ops.tensor_ref
-        _C.prompt_tokens_cpu(ref(coords), ref(labels), ref(boxes if boxes is not None else coords), ref(gauss),
-                             *(ref(p) for p in point_emb), ref(not_a_point), ref(iou_token), ref(mask_tokens),
-                             ref(tokens), boxes is not None, pad,
-                             *(float(v) for v in self.sam.prompt_encoder.input_image_size))
-        K = M - 1 if multimask_output else 1
-        low_res, iou = torch.empty((B, K, 4 * h, 4 * w)), torch.empty((B, K))
-        empty = torch.empty(0)
-        _C.cached_decoder_cpu(*(ref(t) for t in (tokens, cache.x0, cache.pe, cache.k0, cache.v0, cache.q0, empty, empty,
-                                                 cache.packed)),
-                              list(self._dims), h, w, bool(multimask_output), self.tr.norm_final_attn.eps,
-                              self.dec.output_upscaling[1].eps, ref(low_res), ref(iou), ref(cache.g))
-        ih, iw = input_size
-        masks = torch.empty((B, K, *original_size), dtype=torch.bool if threshold is not None else torch.float32)
-        _C.postprocess_masks_cpu(ref(low_res), ref(masks), img_size, ih, iw,
-                                 0.0 if threshold is None else float(threshold), threshold is not None)
+        img_h, img_w = (float(v) for v in self.sam.prompt_encoder.input_image_size)
+        tokens = ops._prompt_tokens_impl(coords, labels, boxes, gauss, *point_emb, not_a_point, iou_token,
+                                         mask_tokens, boxes is None, img_h, img_w)
+        low_res, iou = ops._cached_decoder_impl(tokens, cache.x0, cache.pe, cache.k0, cache.v0, cache.q0, None, None,
+                                                cache.packed, list(self._dims), *cache.hw, bool(multimask_output),
+                                                self.tr.norm_final_attn.eps, self.dec.output_upscaling[1].eps, cache.g)
+        masks = ops._postprocess_masks_impl(low_res, img_size, *input_size, *original_size,
+                                            0.0 if threshold is None else float(threshold), threshold is not None)
         return masks, iou, low_res
 
     @torch.no_grad()

@@ -142,10 +142,8 @@ class SamPredictor:
         if mask_t is None and ops.get_backend() == "kernels" and dev.type == "cpu":
             # one prompt on the CPU: tokens, decoder and post-processing as three C++ calls in a row
             with torch.no_grad():
-                if self._decoder_cache is None:
-                    self._decoder_cache = self._fast_decoder.prepare(self.features)
                 out = self._fast_decoder.predict_cpu(
-                    self._decoder_cache, coords_t, labels_t.to(torch.int64) if labels_t is not None else None, box_t,
+                    self._kernel_cache(), coords_t, labels_t.to(torch.int64) if labels_t is not None else None, box_t,
                     multimask_output, self.model.image_encoder.img_size, self.input_size, self.original_size,
                     None if return_logits else self.model.mask_threshold)
         if out is None:
@@ -201,9 +199,15 @@ class SamPredictor:
         if not self.is_image_set:
             raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
         self._check_torch_prompts(point_coords, point_labels, boxes, mask_input)
-        if ops.get_backend() == "kernels" and self._decoder_cache is None:
-            self._decoder_cache = self._fast_decoder.prepare(self.features)
+        if ops.get_backend() == "kernels":
+            self._kernel_cache()
         return (point_coords, point_labels) if point_coords is not None else None
+
+    def _kernel_cache(self):
+        """The fast decoder's per-image cache, built on first use."""
+        if self._decoder_cache is None:
+            self._decoder_cache = self._fast_decoder.prepare(self.features)
+        return self._decoder_cache
 
     def _decode_low_res(self, points, boxes, mask_input, multimask_output) -> Tuple[torch.Tensor, torch.Tensor]:
         model = self.model
