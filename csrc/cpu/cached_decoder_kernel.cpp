@@ -12,6 +12,7 @@
 #include "cpu/image_to_token_kernel.h"
 #include "cpu/mask_head_kernel.h"
 #include "cpu/phase_timer.h"
+#include "cpu/proj_pass_prep.h"
 #include "cpu/small_gemm.h"
 #include "cpu/token_to_image_kernel.h"
 #include "cpu/token_to_image_ln_kernel.h"
@@ -94,6 +95,8 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   // since its small GEMMs run less efficiently (SAM: T <= 8; measured slower at T = 9, even at T = 12..16).
   const int64_t Qln = H * round_up(T, 8), dh1 = Di / H;
   const bool ln1 = a.g && !a.dense && HT % 8 == 0 && dh1 % 8 == 0 && 2 * Qln * (HT + dh1) <= HT * C;
+  // The second image-sized pass from per-image projections (proj_pass_kernel.h) where the per-image block exists.
+  const bool proj = fold && ln1 && proj_pass_applies(N, H, T, Tu);
   AlignedFloats P0, P1, st0, st1, M01, Mfold, c01b;
   if (fold || ln1) {
     P0.alloc(B * N * HT, false);
@@ -126,6 +129,11 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
     ia0.ln_stats = st0.p;
   }
   if (fold) fold_update(iw.r.p, p.fold.App, 0);
+  AlignedFloats v0_saved;  // layer 0's image->token values (the buffers are reused by layer 1)
+  if (proj) {
+    v0_saved.alloc(R * Di, false);
+    std::memcpy(v0_saved.p, iw.vh, R * Di * sizeof(float));
+  }
   AlignedFloats Rc, obc;  // layer 0's image->token rows and out_proj bias, centred (t2i_ln)
   if (ln1) {
     Rc.alloc(B * HT * C, false);
@@ -165,7 +173,6 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
     fold_update(iw.r.p, p.fold.Ap, 1);
   }
   SAMFAST_PHASE("layer 1 token side + image->token operands");
-  const ImageToTokenRows i2t1(ia1);
   // ---- final token->image attention, only for the tokens read afterwards: IoU + requested mask tokens
   const int64_t Ru = B * Tu;
   float* qu = scratch.p;          // [B*Tu, C]
@@ -177,9 +184,39 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
       add(c.isa, q.p + (b * T + t) * C, P + (b * T + t) * C, tu + (b * Tu + i) * C, C);
     }
   t2i_fold(c, p.final_attn, tu, Tu, tw);
-  SAMFAST_PHASE("final token->image operands");
-  t2i_attend(c, Tu, xb.p, B, a.pe, N, tw, [&](int64_t b, int64_t n0, int64_t n1) { i2t1.run(b, n0, n1); });
-  t2i_unfold(c, p.final_attn, Tu, tw, tmp.p);
+  if (proj) {
+    const ProjDims pd{H, Di / H, T, Tu};
+    ProjTokenInputs in;
+    in.r0c = Rc.p; in.v0 = v0_saved.p; in.r1 = iw.r.p; in.k1 = iw.kh; in.v1 = iw.vh; in.u1 = iw.u.p;
+    in.cb1 = iw.cb.p; in.qf = tw.qh; in.ukf = tw.u.p;
+    AlignedFloats prompts, acc, extra;
+    prompts.alloc(B * pd.prompt_floats(), false);
+    proj_pass_prompts(c, p, pd, in, prompts.p);
+    SAMFAST_PHASE("final token->image operands");
+    ProjPassArgs pa;
+    pa.B = B; pa.N = N; pa.C = C; pa.d = pd;
+    pa.img = a.g + N * (n1p + kKvBlocks * Di); pa.ld_img = proj_image_width(Di);
+    pa.p0 = P0.p; pa.st0 = st0.p; pa.prompts = prompts.p; pa.eps1 = c.eps;
+    pa.xb = xb.p; pa.r1 = iw.r.p; pa.b1 = L1.i2t.o.b; pa.p1 = P1.p; pa.st1 = st1.p;
+    acc.alloc(B * pd.acc_rows() * pd.acc_cols(), false);
+    pa.acc = acc.p;
+    proj_pass_cpu(pa);
+    extra.alloc(B * H * Tu * (Di / H), false);
+    proj_pass_finish(c, p, pd, in, acc.p, tw.z.p, extra.p);
+    t2i_unfold(c, p.final_attn, Tu, tw, tmp.p, extra.p, Tu, Di / H);
+    // the mask head reads x1 rows where its fold cannot be used: materialise them (rare)
+    bool direct = false;
+    for (int64_t r = 0; r < B * N && !direct; ++r)
+      for (const float* st : {st0.p, st1.p})
+        if (!(std::abs(st[2 * r]) * st[2 * r + 1] <= kMaskHeadFoldMaxMeanRatio)) direct = true;
+    if (direct)
+      proj_pass_materialize_x1(B, N, C, HT, P1.p, iw.r.p, L1.i2t.o.b, L1.n4.w, L1.n4.b, c.eps, xb.p);
+  } else {
+    const ImageToTokenRows i2t1(ia1);
+    SAMFAST_PHASE("final token->image operands");
+    t2i_attend(c, Tu, xb.p, B, a.pe, N, tw, [&](int64_t b, int64_t n0, int64_t n1) { i2t1.run(b, n0, n1); });
+    t2i_unfold(c, p.final_attn, Tu, tw, tmp.p);
+  }
   SAMFAST_PHASE("fused layer-1 image->token + final token->image");
   const float* x = xb.p;
   add_norm(c, qu, tmp.p, Ru, p.nf);
@@ -215,7 +252,9 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   SAMFAST_PHASE("mask head");
 }
 
-int64_t cached_decoder_fold_width(const DecoderDims& d) { return mask_head_conv1_width(d.C1) + kKvBlocks * d.Di; }
+int64_t cached_decoder_fold_width(const DecoderDims& d) {
+  return mask_head_conv1_width(d.C1) + kKvBlocks * d.Di + proj_image_width(d.Di);
+}
 
 void cached_decoder_fold_image(const DecoderDims& d, const float* packed, const float* x0, const float* pe, int64_t N,
                                float* g) {
@@ -245,6 +284,7 @@ void cached_decoder_fold_image(const DecoderDims& d, const float* packed, const 
       gemm_wt(c, wv, xc.p, C, rows, 0, C, 0, Di, out + 2 * Di, W);       // Vc
     }
   }
+  if (proj_pass_applies(N, 8, 1, 1)) proj_pass_image(c, p, x0, pe, N, kv + N * W);  // the projection pass's block
 }
 
 }  // namespace samfast::cpu

@@ -206,7 +206,7 @@ SAMFAST_AVX512 void fold_combine_avx512(const MaskHeadFold& f, int64_t N1p, cons
 // The folded form subtracts m * k from a sum that contains m * k, so it loses precision on rows whose LayerNorm
 // mean is large next to their spread: |m| * rstd bounds the loss (relative error ~ |m| * rstd * 6e-8), for each
 // of the two LayerNorms separately. Tiles with a row past this bound take the direct product instead.
-constexpr float kMaxFoldMeanRatio = 32.f;
+constexpr float kMaxFoldMeanRatio = kMaskHeadFoldMaxMeanRatio;
 
 bool fold_ok(const MaskHeadArgs& a, int64_t b, int64_t q0, int64_t P) {
   const int64_t row = b * a.h * a.w + q0;

@@ -31,6 +31,10 @@ struct MaskHeadFold {
   const float *k1 = nullptr, *k2 = nullptr, *cz = nullptr;  // [N1p]
 };
 
+// Rows whose |mean| * rstd (of y1 or y2 above) exceeds this use the direct product instead of the fold (the m k
+// terms would cancel); the fold is used for a pixel tile only when all its rows pass.
+constexpr float kMaskHeadFoldMaxMeanRatio = 32.f;
+
 // N1p: the first ConvT's 4 * C1 output columns padded to the GEMM panel width (the kernel's T tiles, g, M0/M1).
 int64_t mask_head_conv1_width(int64_t C1);
 
