@@ -35,7 +35,8 @@ struct Geometry {
 };
 
 struct Bufs {
-  AlignedFloats t;        // [4 HT + 2 HUp, kP] head-block products of A1..A6
+  AlignedFloats t;        // [3 HT + HUp, kP] head-block products (r0 A1 + A2, A3, A4, r1 r0 A5 + A6)
+  AlignedFloats ab;       // [Di, kP] r0 A1 + A2, then r1 r0 A5 + A6
   AlignedFloats pt;       // [2 HT, kP] r0 P0 | P1
   AlignedFloats qv;       // [2 HT, kP] U pt
   AlignedFloats g0, g1;   // [W0, kP], [W1, kP]
@@ -69,6 +70,43 @@ SAMFAST_FLATTEN_BODY void transpose_tile(Isa isa, const float* src, int64_t lds,
     for (int64_t c = 0; c < Cc; ++c) dst[c * ldd + r] = src[r * lds + c];
 }
 
+#if SAMFAST_X86
+// One head's products for the tile: out[t * ldo + i] = sum_d k[t, d] * A[d, i], t < NK, i < kP (= 2 zmm).
+template <int NK>
+SAMFAST_AVX512 inline void head_block_avx512(const float* k, int64_t dh, const float* A, float* out, int64_t ldo) {
+  __m512 acc[NK][2];
+#pragma GCC unroll 8
+  for (int t = 0; t < NK; ++t) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
+  for (int64_t d = 0; d < dh; ++d) {
+    const __m512 a0 = _mm512_loadu_ps(A + d * kP), a1 = _mm512_loadu_ps(A + d * kP + 16);
+#pragma GCC unroll 8
+    for (int t = 0; t < NK; ++t) {
+      const __m512 kb = _mm512_set1_ps(k[t * dh + d]);
+      acc[t][0] = _mm512_fmadd_ps(kb, a0, acc[t][0]);
+      acc[t][1] = _mm512_fmadd_ps(kb, a1, acc[t][1]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int t = 0; t < NK; ++t) {
+    _mm512_storeu_ps(out + t * ldo, acc[t][0]);
+    _mm512_storeu_ps(out + t * ldo + 16, acc[t][1]);
+  }
+}
+
+SAMFAST_AVX512 void head_block_avx512(int64_t nk, const float* k, int64_t dh, const float* A, float* out, int64_t ldo) {
+  switch (nk) {
+    case 8: return head_block_avx512<8>(k, dh, A, out, ldo);
+    case 7: return head_block_avx512<7>(k, dh, A, out, ldo);
+    case 6: return head_block_avx512<6>(k, dh, A, out, ldo);
+    case 5: return head_block_avx512<5>(k, dh, A, out, ldo);
+    case 4: return head_block_avx512<4>(k, dh, A, out, ldo);
+    case 3: return head_block_avx512<3>(k, dh, A, out, ldo);
+    case 2: return head_block_avx512<2>(k, dh, A, out, ldo);
+    default: return head_block_avx512<1>(k, dh, A, out, ldo);
+  }
+}
+#endif
+
 // Head-block products: out[row(t, h), :] = sum_d k[h, t, d] * A[h*dh + d, :] for t < nk, where row(t, h) is
 // t * H + h (token-major, ldo = H * kP apart per token) or h * nk + t (head-major): A is [Di, kP].
 SAMFAST_FLATTEN_BODY void head_products(Isa isa, const Geometry& g, const float* k, int64_t nk, const float* A,
@@ -76,8 +114,15 @@ SAMFAST_FLATTEN_BODY void head_products(Isa isa, const Geometry& g, const float*
   for (int64_t h = 0; h < g.H; ++h) {
     float* o = token_major ? out + h * kP : out + h * nk * kP;
     const int64_t ldo = token_major ? g.H * kP : kP;
+    const float* kh = k + h * kProjSlots * g.dh;
+#if SAMFAST_X86
+    if (isa == Isa::Avx512) {
+      head_block_avx512(nk, kh, g.dh, A + h * g.dh * kP, o, ldo);
+      continue;
+    }
+#endif
     for (int64_t t = 0; t < nk; ++t) std::fill(o + t * ldo, o + t * ldo + kP, 0.f);
-    gemm(isa, k + h * kProjSlots * g.dh, g.dh, nk, g.dh, A + h * g.dh * kP, kP, kP, o, ldo);
+    gemm(isa, kh, g.dh, nk, g.dh, A + h * g.dh * kP, kP, kP, o, ldo);
   }
 }
 
@@ -118,22 +163,23 @@ SAMFAST_FLATTEN_BODY void range_body(const ProjPassArgs& a, const Geometry& g, c
   std::fill(l, l + HUq, 0.f);
   std::fill(accT, accT + g.rows * HUq, 0.f);
   const int64_t blk = a.ld_img * kP;  // floats per pixel block of the per-image array
-  float *t1 = w.t.p, *t2 = t1 + HT * kP, *t3 = t2 + HT * kP, *t4 = t3 + HT * kP, *t5 = t4 + HT * kP,
-        *t6 = t5 + g.HUp * kP;
+  float *t1 = w.t.p, *t3 = t1 + HT * kP, *t4 = t3 + HT * kP, *t5 = t4 + HT * kP;
   float *pt = w.pt.p, *P1 = pt + HT * kP, *G0 = w.g0.p, *G1 = w.g1.p, *qv = w.qv.p;
   alignas(64) float r0[kP], r1[kP], rr0[kP], mu1[kP], y1sq[kP], mag[kP], d3[kP], d4[kP], quad[kP];
   for (int64_t nb = n0; nb < n1; nb += kP) {
     const float* A = a.img + (nb / kP) * blk;  // [7 Di + 8, kP]
-    head_products(isa, g, pp.kq1, T, A, t1, true);
-    head_products(isa, g, pp.kq1, T, A + Di * kP, t2, true);
-    head_products(isa, g, pp.kv0, T, A + 2 * Di * kP, t3, true);
-    head_products(isa, g, pp.kv1, T, A + 3 * Di * kP, t4, true);
-    std::fill(t5, t5 + 2 * g.HUp * kP, 0.f);
-    head_products(isa, g, pp.kqf, Tu, A + 4 * Di * kP, t5, false);
-    head_products(isa, g, pp.kqf, Tu, A + 5 * Di * kP, t6, false);
+    if (nb + kP < n1)  // the next block toward L2 while this one is worked on (the pass is bound by reading them)
+      for (int64_t o = 0; o < blk; o += 16) __builtin_prefetch(A + blk + o, 0, 2);
     const float* e = A + kProjArrays * Di * kP;  // e1 .. e4 rows
     const float* st0 = a.st0 + (b * a.N + nb) * 2;
     for (int64_t i = 0; i < kP; ++i) r0[i] = st0[2 * i + 1];
+    // r0 (A1 k) + A2 k as one product of r0 A1 + A2
+    float* ab = w.ab.p;
+    for (int64_t f = 0; f < Di; ++f)
+      for (int64_t i = 0; i < kP; ++i) ab[f * kP + i] = r0[i] * A[f * kP + i] + A[(Di + f) * kP + i];
+    head_products(isa, g, pp.kq1, T, ab, t1, true);
+    head_products(isa, g, pp.kv0, T, A + 2 * Di * kP, t3, true);
+    head_products(isa, g, pp.kv1, T, A + 3 * Di * kP, t4, true);
     // r0 P0 -> pt[0:HT]
     transpose_tile(isa, a.p0 + (b * a.N + nb) * HT, HT, kP, HT, pt, kP);
     for (int64_t j = 0; j < HT; ++j)
@@ -142,9 +188,9 @@ SAMFAST_FLATTEN_BODY void range_body(const ProjPassArgs& a, const Geometry& g, c
     gemm(isa, pp.w0, HT, g.W0, HT, pt, kP, kP, G0, kP);  // [W0, kP]
     // s1 = r0 (A1 k + c1) + r0 P0 M1 + A2 k + c2, then the per-head softmax over the tokens -> P1
     for (int64_t j = 0; j < HT; ++j) {
-      const float *a1 = t1 + j * kP, *a2 = t2 + j * kP, *gm = G0 + j * kP;
+      const float *a1 = t1 + j * kP, *gm = G0 + j * kP;
       float* sr = P1 + j * kP;
-      for (int64_t i = 0; i < kP; ++i) sr[i] = r0[i] * (a1[i] + pp.c1[j]) + gm[i] + a2[i] + pp.c2[j];
+      for (int64_t i = 0; i < kP; ++i) sr[i] = r0[i] * pp.c1[j] + a1[i] + gm[i] + pp.c2[j];
     }
     for (int64_t h = 0; h < H; ++h) {
       float* mx = w.mt.p;
@@ -200,13 +246,17 @@ SAMFAST_FLATTEN_BODY void range_body(const ProjPassArgs& a, const Geometry& g, c
     }
     transpose_tile(isa, P1, kP, HT, kP, a.p1 + (b * a.N + nb) * HT, HT);
     // final attention scores sf [HUq, kP], q = h * Tu + u (rows past HU: 0)
+    // r1 r0 (A5 q) + A6 q as one product of r1 r0 A5 + A6
+    for (int64_t f = 0; f < Di; ++f)
+      for (int64_t i = 0; i < kP; ++i) ab[f * kP + i] = rr0[i] * A[(4 * Di + f) * kP + i] + A[(5 * Di + f) * kP + i];
+    head_products(isa, g, pp.kqf, Tu, ab, t5, false);
     float* sf = w.sf.p;
     const float *F0 = G0 + HT * kP, *F1 = G1;
     for (int64_t q = 0; q < HU; ++q) {
-      const float *a5 = t5 + q * kP, *a6 = t6 + q * kP, *f0r = F0 + q * kP, *f1r = F1 + q * kP;
+      const float *a5 = t5 + q * kP, *f0r = F0 + q * kP, *f1r = F1 + q * kP;
       float* sr = sf + q * kP;
       for (int64_t i = 0; i < kP; ++i)
-        sr[i] = r1[i] * (r0[i] * (a5[i] + pp.f0[q]) + f0r[i] + f1r[i] + pp.f1[q]) + a6[i] + pp.f2[q];
+        sr[i] = r1[i] * (r0[i] * pp.f0[q] + f0r[i] + f1r[i] + pp.f1[q]) + a5[i] + pp.f2[q];
     }
     std::fill(sf + HU * kP, sf + HUq * kP, 0.f);
     // online softmax over the pixels (transposed: et [kP, HUq]), per query
@@ -304,7 +354,8 @@ void proj_pass_cpu(const ProjPassArgs& a) {
 #pragma omp parallel
   {
     Bufs w;
-    w.t.alloc((4 * g.HT + 2 * g.HUp) * kP, false);
+    w.t.alloc((3 * g.HT + g.HUp) * kP, false);
+    w.ab.alloc(g.Di * kP, false);
     w.pt.alloc(2 * g.HT * kP, false);
     w.qv.alloc(2 * g.HT * kP, false);
     w.g0.alloc(g.W0 * kP, false);
