@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 
 #include "cpu/cached_decoder_params.h"
 #include "cpu/cached_decoder_steps.h"
@@ -129,11 +130,6 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
     ia0.ln_stats = st0.p;
   }
   if (fold) fold_update(iw.r.p, p.fold.App, 0);
-  AlignedFloats v0_saved;  // layer 0's image->token values (the buffers are reused by layer 1)
-  if (proj) {
-    v0_saved.alloc(R * Di, false);
-    std::memcpy(v0_saved.p, iw.vh, R * Di * sizeof(float));
-  }
   AlignedFloats Rc, obc;  // layer 0's image->token rows and out_proj bias, centred (t2i_ln)
   if (ln1) {
     Rc.alloc(B * HT * C, false);
@@ -141,8 +137,32 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
     center_rows(iw.r.p, B * HT, C, Rc.p);
     center_rows(L0.i2t.o.b, 1, C, obc.p);
   }
+  // proj: layer 0's image->token probabilities and statistics without forming its output (proj_stats0_cpu), the
+  // second pass from the per-image projections (proj_pass_cpu); xb is then only written for the mask head's direct
+  // product, if a row needs it.
+  const ProjDims pd{H, Di / H, T, Tu};
+  AlignedFloats prompts, r0_saved;
+  ProjTokenInputs pin;
+  ProjExact exact;
+  std::unique_ptr<ImageToTokenRows> i2t0;
+  if (proj) {
+    r0_saved.alloc(B * HT * C, false);  // the image->token buffers are reused by layer 1
+    std::memcpy(r0_saved.p, iw.r.p, B * HT * C * sizeof(float));
+    pin.r0 = r0_saved.p; pin.r0c = Rc.p; pin.k0 = iw.kh; pin.v0 = iw.vh;
+    prompts.alloc(B * pd.prompt_floats(), false);
+    proj_pass_prompts0(c, p, pd, pin, prompts.p);
+    exact.N = N; exact.C = C; exact.HT = HT; exact.x0 = a.x0; exact.r0 = r0_saved.p;
+    exact.b0 = L0.i2t.o.b; exact.b1 = p.layers[1].i2t.o.b; exact.g0 = L0.n4.w; exact.beta0 = L0.n4.b;
+    exact.g1 = p.layers[1].n4.w; exact.beta1 = p.layers[1].n4.b; exact.eps = c.eps;
+    ProjStats0Args sa;
+    sa.B = B; sa.N = N; sa.C = C; sa.d = pd;
+    sa.img = a.g + N * (n1p + kKvBlocks * Di); sa.ld_img = proj_stats0_width(Di);
+    sa.prompts = prompts.p; sa.exact = exact; sa.p0 = P0.p; sa.st0 = st0.p;
+    proj_stats0_cpu(sa);
+  } else {
+    i2t0 = std::make_unique<ImageToTokenRows>(ia0);
+  }
   SAMFAST_PHASE("layer 0 image->token operands");
-  const ImageToTokenRows i2t0(ia0);
   // ---- layer 1
   const LayerP& L1 = p.layers[1];
   add(c.isa, q.p, P, qpe, R * C);
@@ -150,7 +170,8 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   add_norm(c, q.p, tmp.p, R, L1.n1);
   SAMFAST_PHASE("layer 1 self-attention");
   add(c.isa, q.p, P, qpe, R * C);
-  const RowProducer run_i2t0 = [&](int64_t b, int64_t n0, int64_t n1) { i2t0.run(b, n0, n1); };
+  RowProducer run_i2t0;
+  if (i2t0) run_i2t0 = [&](int64_t b, int64_t n0, int64_t n1) { i2t0->run(b, n0, n1); };
   const float* kv = a.g ? a.g + N * n1p : nullptr;  // g's kv block
   if (ln1) {
     t2i_ln(c, L1.t2i, obc.p, L0.n4, Rc.p, qpe, T, tw, P0.p, st0.p, kv, N, run_i2t0, tmp.p);
@@ -185,32 +206,27 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
     }
   t2i_fold(c, p.final_attn, tu, Tu, tw);
   if (proj) {
-    const ProjDims pd{H, Di / H, T, Tu};
-    ProjTokenInputs in;
-    in.r0c = Rc.p; in.v0 = v0_saved.p; in.r1 = iw.r.p; in.k1 = iw.kh; in.v1 = iw.vh; in.u1 = iw.u.p;
-    in.cb1 = iw.cb.p; in.qf = tw.qh; in.ukf = tw.u.p;
-    AlignedFloats prompts, acc, extra;
-    prompts.alloc(B * pd.prompt_floats(), false);
-    proj_pass_prompts(c, p, pd, in, prompts.p);
+    pin.r1 = iw.r.p; pin.k1 = iw.kh; pin.v1 = iw.vh; pin.u1 = iw.u.p; pin.cb1 = iw.cb.p; pin.qf = tw.qh; pin.ukf = tw.u.p;
+    AlignedFloats acc, extra;
+    proj_pass_prompts(c, p, pd, pin, prompts.p);
     SAMFAST_PHASE("final token->image operands");
+    exact.r1 = iw.r.p;
     ProjPassArgs pa;
     pa.B = B; pa.N = N; pa.C = C; pa.d = pd;
-    pa.img = a.g + N * (n1p + kKvBlocks * Di); pa.ld_img = proj_image_width(Di);
-    pa.p0 = P0.p; pa.st0 = st0.p; pa.prompts = prompts.p; pa.eps1 = c.eps;
-    pa.xb = xb.p; pa.r1 = iw.r.p; pa.b1 = L1.i2t.o.b; pa.p1 = P1.p; pa.st1 = st1.p;
+    pa.img = a.g + N * (n1p + kKvBlocks * Di + proj_stats0_width(Di)); pa.ld_img = proj_pass_width(Di);
+    pa.p0 = P0.p; pa.st0 = st0.p; pa.prompts = prompts.p; pa.exact = exact; pa.p1 = P1.p; pa.st1 = st1.p;
     acc.alloc(B * pd.acc_rows() * pd.acc_cols(), false);
     pa.acc = acc.p;
     proj_pass_cpu(pa);
     extra.alloc(B * H * Tu * (Di / H), false);
-    proj_pass_finish(c, p, pd, in, acc.p, tw.z.p, extra.p);
+    proj_pass_finish(c, p, pd, pin, acc.p, tw.z.p, extra.p);
     t2i_unfold(c, p.final_attn, Tu, tw, tmp.p, extra.p, Tu, Di / H);
-    // the mask head reads x1 rows where its fold cannot be used: materialise them (rare)
+    // the mask head reads x1 rows where its fold cannot be used: form them (rare)
     bool direct = false;
     for (int64_t r = 0; r < B * N && !direct; ++r)
       for (const float* st : {st0.p, st1.p})
         if (!(std::abs(st[2 * r]) * st[2 * r + 1] <= kMaskHeadFoldMaxMeanRatio)) direct = true;
-    if (direct)
-      proj_pass_materialize_x1(B, N, C, HT, P1.p, iw.r.p, L1.i2t.o.b, L1.n4.w, L1.n4.b, c.eps, xb.p);
+    if (direct) proj_materialize_x1(exact, B, P0.p, P1.p, xb.p);
   } else {
     const ImageToTokenRows i2t1(ia1);
     SAMFAST_PHASE("final token->image operands");

@@ -126,31 +126,36 @@ SAMFAST_FLATTEN_BODY void head_products(Isa isa, const Geometry& g, const float*
   }
 }
 
+// The two cache lines of one feature row of a pixel block (kP floats) toward L2.
+inline void prefetch2(const float* p) {
+  __builtin_prefetch(p, 0, 2);
+  __builtin_prefetch(p + 16, 0, 2);
+}
+
+// m[i] = max(m[i], v[i]) (a select the vectorizer turns into compare + blend; std::max's reference return kept
+// these loops scalar, with a data-dependent branch per element)
+SAMFAST_FLATTEN_BODY void max_into(float* __restrict m, const float* __restrict v, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = m[i], y = v[i];
+    m[i] = x < y ? y : x;
+  }
+}
+
 // acc[:] += sum over rows j < n of a[j, :] * b[j, :]
 SAMFAST_FLATTEN_BODY void dot_rows(const float* a, const float* b, int64_t n, float* acc) {
   for (int64_t j = 0; j < n; ++j)
     for (int64_t i = 0; i < kP; ++i) acc[i] += a[j * kP + i] * b[j * kP + i];
 }
 
-// Exact statistics of y1 = xb + R1^T p1 + b1 for pixel n (rows whose expansion would cancel); p1: column i of
-// the tile's P1 rows [HT, kP].
+// Exact statistics of y1 for pixel n (rows whose expansion would cancel); p1: column i of the tile's P1 rows.
 void exact_stats(const ProjPassArgs& a, const Geometry& g, int64_t b, int64_t n, const float* p1, int64_t i,
                  float& mu, float& r) {
-  const int64_t C = a.C;
-  const float* x = a.xb + (b * a.N + n) * C;
-  const float* R = a.r1 + b * g.HT * C;
-  std::vector<double> y(x, x + C);
-  for (int64_t c = 0; c < C; ++c) y[c] += a.b1[c];
-  for (int64_t j = 0; j < g.HT; ++j) {
-    const double p = p1[j * kP + i];
-    for (int64_t c = 0; c < C; ++c) y[c] += p * R[j * C + c];
-  }
-  double s = 0.0, s2 = 0.0;
-  for (int64_t c = 0; c < C; ++c) s += y[c];
-  const double m = s / double(C);
-  for (int64_t c = 0; c < C; ++c) s2 += (y[c] - m) * (y[c] - m);
-  mu = static_cast<float>(m);
-  r = static_cast<float>(1.0 / std::sqrt(s2 / double(C) + double(a.eps1)));
+  std::vector<float> p1row(g.HT);
+  for (int64_t j = 0; j < g.HT; ++j) p1row[j] = p1[j * kP + i];
+  float st[2];
+  proj_exact_row(a.exact, b, n, a.p0 + (b * a.N + n) * g.HT, p1row.data(), st);
+  mu = st[0];
+  r = st[1];
 }
 
 // Pixels [n0, n1) (multiples of kP) of batch b: P1 / st1 rows and the running softmax state m, l, accT.
@@ -168,15 +173,18 @@ SAMFAST_FLATTEN_BODY void range_body(const ProjPassArgs& a, const Geometry& g, c
   alignas(64) float r0[kP], r1[kP], rr0[kP], mu1[kP], y1sq[kP], mag[kP], d3[kP], d4[kP], quad[kP];
   for (int64_t nb = n0; nb < n1; nb += kP) {
     const float* A = a.img + (nb / kP) * blk;  // [7 Di + 8, kP]
-    if (nb + kP < n1)  // the next block toward L2 while this one is worked on (the pass is bound by reading them)
-      for (int64_t o = 0; o < blk; o += 16) __builtin_prefetch(A + blk + o, 0, 2);
+    // the next block's rows are requested alongside this block's same rows (the pass is bound by reading them;
+    // one burst of requests per block stalled on the miss buffers)
+    const float* An = nb + kP < n1 ? A + blk : A;
     const float* e = A + kProjArrays * Di * kP;  // e1 .. e4 rows
     const float* st0 = a.st0 + (b * a.N + nb) * 2;
     for (int64_t i = 0; i < kP; ++i) r0[i] = st0[2 * i + 1];
     // r0 (A1 k) + A2 k as one product of r0 A1 + A2
     float* ab = w.ab.p;
-    for (int64_t f = 0; f < Di; ++f)
+    for (int64_t f = 0; f < Di; ++f) {
+      for (int64_t k = 0; k < 4; ++k) prefetch2(An + (k * Di + f) * kP);  // A1 .. A4
       for (int64_t i = 0; i < kP; ++i) ab[f * kP + i] = r0[i] * A[f * kP + i] + A[(Di + f) * kP + i];
+    }
     head_products(isa, g, pp.kq1, T, ab, t1, true);
     head_products(isa, g, pp.kv0, T, A + 2 * Di * kP, t3, true);
     head_products(isa, g, pp.kv1, T, A + 3 * Di * kP, t4, true);
@@ -196,7 +204,7 @@ SAMFAST_FLATTEN_BODY void range_body(const ProjPassArgs& a, const Geometry& g, c
       float* mx = w.mt.p;
       std::copy(P1 + h * kP, P1 + (h + 1) * kP, mx);
       for (int64_t t = 1; t < T; ++t)
-        for (int64_t i = 0; i < kP; ++i) mx[i] = std::max(mx[i], P1[(t * H + h) * kP + i]);
+        max_into(mx, P1 + (t * H + h) * kP, kP);
       for (int64_t t = 0; t < T; ++t)
         for (int64_t i = 0; i < kP; ++i) P1[(t * H + h) * kP + i] -= mx[i];
     }
@@ -233,7 +241,7 @@ SAMFAST_FLATTEN_BODY void range_body(const ProjPassArgs& a, const Geometry& g, c
       mag[i] = std::abs(sq) + 2.f * ri * (std::abs(d3[i]) + std::abs(v0[kP + i]) + std::abs(e4[i] + s[2]) +
                                          std::abs(d4[i]) + std::abs(v1[2 * kP + i])) +
                2.f * std::abs(v0[2 * kP + i]) + s[3] + 2.f * std::abs(v1[kP + i]) + std::abs(quad[i]);
-      r1[i] = 1.f / std::sqrt(std::max(y1sq[i], 0.f) * invC + a.eps1);
+      r1[i] = 1.f / std::sqrt(std::max(y1sq[i], 0.f) * invC + a.exact.eps);
       mu1[i] = (ri * (e1[i] + s[0]) + v0[i]) * invC + s[4] + v1[i];
     }
     for (int64_t i = 0; i < kP; ++i)
@@ -247,8 +255,11 @@ SAMFAST_FLATTEN_BODY void range_body(const ProjPassArgs& a, const Geometry& g, c
     transpose_tile(isa, P1, kP, HT, kP, a.p1 + (b * a.N + nb) * HT, HT);
     // final attention scores sf [HUq, kP], q = h * Tu + u (rows past HU: 0)
     // r1 r0 (A5 q) + A6 q as one product of r1 r0 A5 + A6
-    for (int64_t f = 0; f < Di; ++f)
+    for (int64_t f = 0; f < Di; ++f) {
+      for (int64_t k = 4; k < 7; ++k) prefetch2(An + (k * Di + f) * kP);  // A5 .. A7
       for (int64_t i = 0; i < kP; ++i) ab[f * kP + i] = rr0[i] * A[(4 * Di + f) * kP + i] + A[(5 * Di + f) * kP + i];
+    }
+    for (int64_t f = 0; f < kProjScalars; ++f) prefetch2(An + (7 * Di + f) * kP);
     head_products(isa, g, pp.kqf, Tu, ab, t5, false);
     float* sf = w.sf.p;
     const float *F0 = G0 + HT * kP, *F1 = G1;
@@ -265,7 +276,7 @@ SAMFAST_FLATTEN_BODY void range_body(const ProjPassArgs& a, const Geometry& g, c
     float* mt = w.mt.p;
     std::copy(et, et + HUq, mt);
     for (int64_t i = 1; i < kP; ++i)
-      for (int64_t q = 0; q < HUq; ++q) mt[q] = std::max(mt[q], et[i * HUq + q]);
+      max_into(mt, et + i * HUq, HUq);
     float* corr = w.corr.p;
     for (int64_t q = 0; q < HUq; ++q) {
       const float m_new = std::max(m[q], mt[q]);
@@ -279,8 +290,11 @@ SAMFAST_FLATTEN_BODY void range_body(const ProjPassArgs& a, const Geometry& g, c
     for (int64_t q = 0; q < HUq; ++q) l[q] *= corr[q];
     for (int64_t i = 0; i < kP; ++i)
       for (int64_t q = 0; q < HUq; ++q) l[q] += et[i * HUq + q];
-    for (int64_t rr = 0; rr < g.rows; ++rr)
-      for (int64_t q = 0; q < HUq; ++q) accT[rr * HUq + q] *= corr[q];
+    bool rescale = false;
+    for (int64_t q = 0; q < HUq; ++q) rescale |= corr[q] != 1.f;
+    if (rescale)  // the running max moved (mostly the first tiles)
+      for (int64_t rr = 0; rr < g.rows; ++rr)
+        for (int64_t q = 0; q < HUq; ++q) accT[rr * HUq + q] *= corr[q];
     // features: A7 r1 r0 (Di rows) | r1 pt (2 HT) | r1 r0 | r1 | 0 ...
     float* z = w.z.p;
     const float* a7 = A + 6 * Di * kP;
@@ -298,6 +312,80 @@ SAMFAST_FLATTEN_BODY void range_body(const ProjPassArgs& a, const Geometry& g, c
       gemm(isa, z + h * g.dh * kP, kP, g.dh, kP, et + h * Tu, HUq, 8, accT + h * g.dh * HUq + h * Tu, HUq);
   }
 }
+
+// One 32-pixel block of batch b for proj_stats0_cpu. buf: [4 HT, kP] scratch (scores / P0, head products,
+// U0 P0, the w8 rows).
+SAMFAST_FLATTEN_BODY void stats0_body(const ProjStats0Args& a, const Geometry& g, const ProjPrompt& pp, int64_t b,
+                                      int64_t nb, float* buf, Isa isa) {
+  const int64_t H = g.H, T = g.T, HT = g.HT, Di = g.Di;
+  const float invC = 1.f / static_cast<float>(a.C);
+  const float* A = a.img + (nb / kP) * a.ld_img * kP;  // [A8 | A0 | e5 e6 e7, kP]
+  const float* e = A + 2 * Di * kP;
+  const float *e5 = e, *e6 = e + kP, *e7 = e + 2 * kP;
+  float *P0 = buf, *t8 = buf + HT * kP, *qv = t8 + HT * kP, *w8 = qv + HT * kP;
+  const float* An = nb + kP < a.N ? A + a.ld_img * kP : A;  // the next block's rows are requested along the way
+  for (int64_t f = Di; f < 2 * Di; ++f) prefetch2(An + f * kP);
+  head_products(isa, g, pp.kq0, T, A + Di * kP, P0, true);  // scores q0 . k / sqrt(dh)
+  for (int64_t f = 0; f < Di; ++f) prefetch2(An + f * kP);
+  for (int64_t f = 2 * Di; f < a.ld_img; ++f) prefetch2(An + f * kP);
+  alignas(64) float mx[kP];
+  for (int64_t h = 0; h < H; ++h) {
+    std::copy(P0 + h * kP, P0 + (h + 1) * kP, mx);
+    for (int64_t t = 1; t < T; ++t)
+      max_into(mx, P0 + (t * H + h) * kP, kP);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t i = 0; i < kP; ++i) P0[(t * H + h) * kP + i] -= mx[i];
+  }
+  exp_row(isa, P0, HT * kP);
+  for (int64_t h = 0; h < H; ++h) {
+    std::copy(P0 + h * kP, P0 + (h + 1) * kP, mx);
+    for (int64_t t = 1; t < T; ++t)
+      for (int64_t i = 0; i < kP; ++i) mx[i] += P0[(t * H + h) * kP + i];
+    for (int64_t i = 0; i < kP; ++i) mx[i] = 1.f / mx[i];
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t i = 0; i < kP; ++i) P0[(t * H + h) * kP + i] *= mx[i];
+  }
+  head_products(isa, g, pp.kv0, T, A, t8, true);  // R0 rows . Jx0
+  std::fill(qv, qv + HT * kP, 0.f);
+  for (int64_t i0 = 0; i0 < HT; i0 += 16)
+    gemm(isa, pp.u0 + i0 * HT + i0, HT, std::min<int64_t>(16, HT - i0), HT - i0, P0 + i0 * kP, kP, kP, qv + i0 * kP,
+         kP);
+  std::fill(w8, w8 + 8 * kP, 0.f);
+  gemm(isa, pp.w8, HT, 8, HT, P0, kP, kP, w8, kP);
+  alignas(64) float d8[kP], quad[kP];
+  std::fill(d8, d8 + kP, 0.f);
+  std::fill(quad, quad + kP, 0.f);
+  dot_rows(P0, t8, HT, d8);
+  dot_rows(P0, qv, HT, quad);
+  const float* s = pp.s;
+  float* st0 = a.st0 + (b * a.N + nb) * 2;
+  for (int64_t i = 0; i < kP; ++i) {
+    const float ysq = e5[i] + 2.f * d8[i] + 2.f * e7[i] + quad[i] + 2.f * w8[kP + i] + s[5];
+    const float mag =
+        e5[i] + 2.f * std::abs(d8[i]) + 2.f * std::abs(e7[i]) + std::abs(quad[i]) + 2.f * std::abs(w8[kP + i]) + s[5];
+    st0[2 * i] = e6[i] + w8[i] + s[6];
+    st0[2 * i + 1] = 1.f / std::sqrt(std::max(ysq, 0.f) * invC + a.exact.eps);
+    mx[i] = (ysq >= kCancel * mag && std::isfinite(mag)) ? 0.f : 1.f;
+  }
+  float* p0 = a.p0 + (b * a.N + nb) * HT;
+  transpose_tile(isa, P0, kP, HT, kP, p0, HT);
+  for (int64_t i = 0; i < kP; ++i)
+    if (mx[i] != 0.f) proj_exact_row(a.exact, b, nb + i, p0 + i * HT, nullptr, st0 + 2 * i);
+}
+
+void stats0_base(const ProjStats0Args& a, const Geometry& g, const ProjPrompt& pp, int64_t b, int64_t nb, float* buf) {
+  stats0_body(a, g, pp, b, nb, buf, Isa::Base);
+}
+#if SAMFAST_X86
+SAMFAST_AVX2 void stats0_avx2(const ProjStats0Args& a, const Geometry& g, const ProjPrompt& pp, int64_t b, int64_t nb,
+                              float* buf) {
+  stats0_body(a, g, pp, b, nb, buf, Isa::Avx2);
+}
+SAMFAST_AVX512 void stats0_avx512(const ProjStats0Args& a, const Geometry& g, const ProjPrompt& pp, int64_t b,
+                                  int64_t nb, float* buf) {
+  stats0_body(a, g, pp, b, nb, buf, Isa::Avx512);
+}
+#endif
 
 void range_base(const ProjPassArgs& a, const Geometry& g, const ProjPrompt& pp, int64_t b, int64_t n0, int64_t n1,
                 float* m, float* l, float* accT, Bufs& w) {
@@ -318,8 +406,8 @@ SAMFAST_AVX512 void range_avx512(const ProjPassArgs& a, const Geometry& g, const
 
 int64_t ProjDims::prompt_floats() const {
   const int64_t kb = al16(H * kProjSlots * dh);
-  return 4 * kb + al16(w0_rows() * ht()) + al16(w1_rows() * ht()) + al16(4 * ht() * ht()) + 2 * al16(ht()) +
-         3 * al16(hup()) + 16;
+  return 5 * kb + al16(w0_rows() * ht()) + al16(w1_rows() * ht()) + al16(4 * ht() * ht()) + al16(ht() * ht()) +
+         al16(8 * ht()) + 2 * al16(ht()) + 3 * al16(hup()) + 16;
 }
 
 ProjPrompt proj_prompt_views(const ProjDims& d, float* p) {
@@ -337,7 +425,10 @@ ProjPrompt proj_prompt_views(const ProjDims& d, float* p) {
   v.f0 = p; p += al16(d.hup());
   v.f1 = p; p += al16(d.hup());
   v.f2 = p; p += al16(d.hup());
-  v.s = p;
+  v.s = p; p += 16;
+  v.kq0 = p; p += kb;
+  v.u0 = p; p += al16(d.ht() * d.ht());
+  v.w8 = p;
   return v;
 }
 
@@ -405,24 +496,66 @@ void proj_pass_cpu(const ProjPassArgs& a) {
   }
 }
 
-void proj_pass_materialize_x1(int64_t B, int64_t N, int64_t C, int64_t HT, const float* p1, const float* r1,
-                              const float* b1, const float* g1, const float* beta1, float eps1, float* xb) {
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < B * N; ++r) {
-    const int64_t b = r / N;
-    float* x = xb + r * C;
-    const float* p = p1 + r * HT;
-    for (int64_t c = 0; c < C; ++c) x[c] += b1[c];
-    for (int64_t j = 0; j < HT; ++j) {
-      const float* rr = r1 + (b * HT + j) * C;
-      for (int64_t c = 0; c < C; ++c) x[c] += p[j] * rr[c];
+void proj_stats0_cpu(const ProjStats0Args& a) {
+  const Geometry g(a.d);
+  const int64_t nblk = a.N / kP, total = a.B * nblk;
+  const Isa isa = pick_isa();
+#pragma omp parallel
+  {
+    AlignedFloats buf;
+    buf.alloc(3 * g.HT * kP + 8 * kP, false);
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < total; ++t) {
+      const int64_t b = t / nblk, nb = (t % nblk) * kP;
+      const ProjPrompt pp = proj_prompt_views(a.d, const_cast<float*>(a.prompts) + b * a.d.prompt_floats());
+#if SAMFAST_X86
+      if (isa == Isa::Avx512) stats0_avx512(a, g, pp, b, nb, buf.p);
+      else if (isa == Isa::Avx2) stats0_avx2(a, g, pp, b, nb, buf.p);
+      else
+#endif
+        stats0_base(a, g, pp, b, nb, buf.p);
     }
+  }
+}
+
+void proj_exact_row(const ProjExact& e, int64_t b, int64_t n, const float* p0, const float* p1, float* stats,
+                    float* x1) {
+  const int64_t C = e.C, HT = e.HT;
+  std::vector<double> y(C);
+  const float* x = e.x0 + n * C;
+  for (int64_t c = 0; c < C; ++c) y[c] = double(x[c]) + e.b0[c];
+  for (int64_t j = 0; j < HT; ++j) {
+    const float* rr = e.r0 + (b * HT + j) * C;
+    for (int64_t c = 0; c < C; ++c) y[c] += double(p0[j]) * rr[c];
+  }
+  auto moments = [&](double& mean, double& rstd) {
     double s = 0.0, s2 = 0.0;
-    for (int64_t c = 0; c < C; ++c) s += x[c];
-    const double mean = s / double(C);
-    for (int64_t c = 0; c < C; ++c) s2 += (x[c] - mean) * (x[c] - mean);
-    const float rstd = static_cast<float>(1.0 / std::sqrt(s2 / double(C) + double(eps1)));
-    for (int64_t c = 0; c < C; ++c) x[c] = (x[c] - static_cast<float>(mean)) * rstd * g1[c] + beta1[c];
+    for (int64_t c = 0; c < C; ++c) s += y[c];
+    mean = s / double(C);
+    for (int64_t c = 0; c < C; ++c) s2 += (y[c] - mean) * (y[c] - mean);
+    rstd = 1.0 / std::sqrt(s2 / double(C) + double(e.eps));
+  };
+  double mean, rstd;
+  moments(mean, rstd);
+  if (p1) {  // xb = LN0(y0), then y1 = xb + R1^T p1 + b1
+    for (int64_t c = 0; c < C; ++c) y[c] = (y[c] - mean) * rstd * e.g0[c] + e.beta0[c] + e.b1[c];
+    for (int64_t j = 0; j < HT; ++j) {
+      const float* rr = e.r1 + (b * HT + j) * C;
+      for (int64_t c = 0; c < C; ++c) y[c] += double(p1[j]) * rr[c];
+    }
+    moments(mean, rstd);
+    if (x1)
+      for (int64_t c = 0; c < C; ++c) x1[c] = static_cast<float>((y[c] - mean) * rstd * e.g1[c] + e.beta1[c]);
+  }
+  stats[0] = static_cast<float>(mean);
+  stats[1] = static_cast<float>(rstd);
+}
+
+void proj_materialize_x1(const ProjExact& e, int64_t B, const float* p0, const float* p1, float* x1) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < B * e.N; ++r) {
+    float st[2];
+    proj_exact_row(e, r / e.N, r % e.N, p0 + r * e.HT, p1 + r * e.HT, st, x1 + r * e.C);
   }
 }
 

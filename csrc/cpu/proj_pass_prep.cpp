@@ -84,6 +84,15 @@ void transpose(const float* src, int64_t rows, int64_t cols, float* dst) {  // d
     for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * cols + c];
 }
 
+// The blocks on and above the diagonal (8-row blocks, rows i, columns j >= i rounded down to 8) of the Gram matrix
+// G = Y Y^T ([n, n], n % 8 == 0) of Y [n, C] given also as YT [C, n]; OpenMP over row blocks when `parallel`.
+void gram_upper(Isa isa, const float* Y, const float* YT, int64_t n, int64_t C, float* G, bool parallel) {
+  std::fill(G, G + n * n, 0.f);
+#pragma omp parallel for schedule(dynamic, 1) if (parallel)
+  for (int64_t i0 = 0; i0 < n; i0 += 8)
+    gemm(isa, Y + i0 * C, C, std::min<int64_t>(8, n - i0), C, YT + i0, n, n - i0, G + i0 * n + i0, n);
+}
+
 }  // namespace
 
 bool proj_pass_applies(int64_t N, int64_t H, int64_t T, int64_t Tu) {
@@ -91,13 +100,14 @@ bool proj_pass_applies(int64_t N, int64_t H, int64_t T, int64_t Tu) {
 }
 
 void proj_pass_image(const Ctx& c, const DecoderParams& p, const float* x0, const float* pe, int64_t N, float* out) {
-  const int64_t C = c.C, Di = c.Di, W = proj_image_width(Di);
+  const int64_t C = c.C, Di = c.Di, W = kProjArrays * Di + 2 * Di + kProjScalars;  // row-major staging
   const float *g0 = p.layers[0].n4.w, *g1 = p.layers[1].n4.w;
-  const Slot &wq1 = p.layers[1].i2t.q, &wkf = p.final_attn.k, &wvf = p.final_attn.v;
+  const Slot &wq0 = p.layers[0].i2t.q, &wq1 = p.layers[1].i2t.q, &wkf = p.final_attn.k, &wvf = p.final_attn.v;
   const WeightVectors wv(p, C);
 #pragma omp parallel
   {
-    AlignedFloats xg, jxg, t, rows;
+    AlignedFloats xc, xg, jxg, t, rows;
+    xc.alloc(kBlock * C, false);
     xg.alloc(kBlock * C, false);
     jxg.alloc(kBlock * C, false);
     t.alloc(kBlock * C, false);
@@ -106,12 +116,17 @@ void proj_pass_image(const Ctx& c, const DecoderParams& p, const float* x0, cons
     for (int64_t blk = 0; blk < N / kBlock; ++blk) {
       const float* x = x0 + blk * kBlock * C;
       const float* pb = pe + blk * kBlock * C;
-      center_rows(x, kBlock, C, xg.p);
+      center_rows(x, kBlock, C, xc.p);  // J x0
       for (int64_t i = 0; i < kBlock; ++i)
-        for (int64_t k = 0; k < C; ++k) xg.p[i * C + k] *= g0[k];  // g0 J x0
-      center_rows(xg.p, kBlock, C, jxg.p);                          // J g0 J x0
+        for (int64_t k = 0; k < C; ++k) xg.p[i * C + k] = xc.p[i * C + k] * g0[k];  // g0 J x0
+      center_rows(xg.p, kBlock, C, jxg.p);                                          // J g0 J x0
       float* R = rows.p;
       std::fill(R, R + kBlock * W, 0.f);
+      gemm(c.isa, xc.p, C, kBlock, C, p.layers[0].i2t.o.w, Di, Di, R + 7 * Di, W);  // A8 = Wo0^T J x0
+      add(c.isa, x, pb, t.p, kBlock * C);
+      gemm_wt(c, wq0, t.p, C, kBlock, 0, C, 0, Di, R + 8 * Di, W);  // A0 = q0 = Wq0 (x0 + pe) + bq0
+      for (int64_t i = 0; i < kBlock; ++i)
+        for (int64_t k = 0; k < Di; ++k) R[i * W + 8 * Di + k] += wq0.b[k];
       gemm_wt(c, wq1, xg.p, C, kBlock, 0, C, 0, Di, R, W);       // A1 = Wq1 g0 Jx0
       gemm_wt(c, wq1, pb, C, kBlock, 0, C, 0, Di, R + Di, W);    // A2 = Wq1 pe
       for (int64_t i = 0; i < kBlock; ++i)
@@ -125,7 +140,7 @@ void proj_pass_image(const Ctx& c, const DecoderParams& p, const float* x0, cons
       gemm_wt(c, wkf, pb, C, kBlock, 0, C, 0, Di, R + 5 * Di, W);   // A6 = Wkf pe
       gemm_wt(c, wvf, t.p, C, kBlock, 0, C, 0, Di, R + 6 * Di, W);  // A7 = Wvf g1 J g0 Jx0
       for (int64_t i = 0; i < kBlock; ++i) {
-        float* e = R + i * W + kProjArrays * Di;
+        float* e = R + i * W + 9 * Di;
         const float *xr = xg.p + i * C, *jr = jxg.p + i * C;
         float e1 = 0.f;
         for (int64_t k = 0; k < C; ++k) e1 += xr[k];
@@ -133,11 +148,68 @@ void proj_pass_image(const Ctx& c, const DecoderParams& p, const float* x0, cons
         e[1] = dot(jr, jr, C);              // |J g0 Jx0|^2
         e[2] = dot(jr, wv.zb0.data(), C);   // (J g0 Jx0) . (J g0 J b0)
         e[3] = dot(xr, wv.vb.data(), C);    // (g0 Jx0) . J (beta0 + b1)
+        const float* cr = xc.p + i * C;
+        e[4] = dot(cr, cr, C);              // |Jx0|^2
+        float m = 0.f;
+        for (int64_t k = 0; k < C; ++k) m += x[i * C + k];
+        e[5] = m / static_cast<float>(C);   // mean(x0)
+        e[6] = dot(cr, wv.b0c.data(), C);   // Jb0 . Jx0
       }
-      float* o = out + blk * W * kBlock;
-      for (int64_t f = 0; f < W; ++f)
-        for (int64_t i = 0; i < kBlock; ++i) o[f * kBlock + i] = R[i * W + f];
+      // staging row: A1 .. A7 (7 Di) | A8 | A0 | e1 .. e7 -> the two regions, feature-major per block
+      const int64_t W0 = proj_stats0_width(Di), W2 = proj_pass_width(Di);
+      float* o0 = out + blk * W0 * kBlock;
+      float* o2 = out + N * W0 + blk * W2 * kBlock;
+      for (int64_t i = 0; i < kBlock; ++i) {
+        const float* r = R + i * W;
+        for (int64_t f = 0; f < kProjArrays * Di; ++f) o2[f * kBlock + i] = r[f];
+        for (int64_t f = 0; f < 2 * Di; ++f) o0[f * kBlock + i] = r[kProjArrays * Di + f];
+        const float* e = r + 9 * Di;
+        for (int64_t f = 0; f < kProjScalars; ++f) {
+          o2[(kProjArrays * Di + f) * kBlock + i] = f < 4 ? e[f] : 0.f;
+          o0[(2 * Di + f) * kBlock + i] = f < 3 ? e[4 + f] : 0.f;
+        }
+      }
     }
+  }
+}
+
+void proj_pass_prompts0(const Ctx& c, const DecoderParams& p, const ProjDims& d, const ProjTokenInputs& in,
+                        float* prompts) {
+  const int64_t B = c.B, C = c.C, H = d.H, dh = d.dh, Di = H * dh, T = d.T, HT = d.ht();
+  const float scale = 1.f / std::sqrt(static_cast<float>(dh));
+  const WeightVectors wv(p, C);
+  float mean_b0 = 0.f;
+  for (int64_t k = 0; k < C; ++k) mean_b0 += p.layers[0].i2t.o.b[k];
+  mean_b0 /= static_cast<float>(C);
+#pragma omp parallel for schedule(static) if (B > 1)
+  for (int64_t b = 0; b < B; ++b) {
+    float* block = prompts + b * d.prompt_floats();
+    std::fill(block, block + d.prompt_floats(), 0.f);
+    const ProjPrompt v = proj_prompt_views(d, block);
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t dd = 0; dd < dh; ++dd) {
+          const int64_t src = (b * T + t) * Di + h * dh + dd, dst = (h * kProjSlots + t) * dh + dd;
+          v.kq0[dst] = in.k0[src] * scale;
+          v.kv0[dst] = in.v0[src];
+        }
+    const float* R0c = in.r0c + b * HT * C;
+    AlignedFloats RT, Gm;
+    RT.alloc(C * HT, false);
+    transpose(R0c, HT, C, RT.p);
+    Gm.alloc(HT * HT);
+    gram_upper(c.isa, R0c, RT.p, HT, C, Gm.p, false);  // R0c R0c^T (upper blocks)
+    for (int64_t i = 0; i < HT; ++i)
+      for (int64_t j = 0; j < HT; ++j) v.u0[i * HT + j] = j < i ? 0.f : (j == i ? 1.f : 2.f) * Gm.p[i * HT + j];
+    for (int64_t j = 0; j < HT; ++j) {
+      const float* r = in.r0 + (b * HT + j) * C;
+      float m = 0.f;
+      for (int64_t k = 0; k < C; ++k) m += r[k];
+      v.w8[j] = m / static_cast<float>(C);                    // mean of R0's row
+      v.w8[HT + j] = dot(R0c + j * C, wv.b0c.data(), C);    // R0c . b0c
+    }
+    v.s[5] = dot(wv.b0c.data(), wv.b0c.data(), C);
+    v.s[6] = mean_b0;
   }
 }
 
@@ -158,17 +230,14 @@ void proj_pass_prompts(const Ctx& c, const DecoderParams& p, const ProjDims& d, 
   float mean_b = 0.f;
   for (int64_t k = 0; k < C; ++k) mean_b += beta0[k] + p.layers[1].i2t.o.b[k];
   mean_b /= static_cast<float>(C);
-#pragma omp parallel for schedule(static) if (B > 1)
-  for (int64_t b = 0; b < B; ++b) {
-    float* block = prompts + b * d.prompt_floats();
-    std::fill(block, block + d.prompt_floats(), 0.f);
-    const ProjPrompt v = proj_prompt_views(d, block);
+  // one prompt: its GEMMs run on the threads when it is the only one (no nested parallel regions)
+  auto one = [&](int64_t b) {
+    const ProjPrompt v = proj_prompt_views(d, prompts + b * d.prompt_floats());  // zeroed by proj_pass_prompts0
     for (int64_t h = 0; h < H; ++h)
       for (int64_t dd = 0; dd < dh; ++dd) {
         for (int64_t t = 0; t < T; ++t) {
           const int64_t src = (b * T + t) * Di + h * dh + dd, dst = (h * kProjSlots + t) * dh + dd;
           v.kq1[dst] = in.k1[src] * scale;
-          v.kv0[dst] = in.v0[src];
           v.kv1[dst] = in.v1[src];
         }
         for (int64_t u = 0; u < Tu; ++u)
@@ -206,19 +275,16 @@ void proj_pass_prompts(const Ctx& c, const DecoderParams& p, const ProjDims& d, 
     }
     transpose(Wm.p, HT, W1, v.w1);
     // U: the Gram matrix Y Y^T of [Z0; R1c] as its upper triangle, off-diagonal doubled
-    std::fill(Wm.p, Wm.p + HT2 * HT2, 0.f);
-    gemm(c.isa, pr.Y.p, C, HT2, C, YT.p, HT2, HT2, Wm.p, HT2);
+    gram_upper(c.isa, pr.Y.p, YT.p, HT2, C, Wm.p, B == 1);
     for (int64_t i = 0; i < HT2; ++i)
       for (int64_t j = 0; j < HT2; ++j) v.uq[i * HT2 + j] = j < i ? 0.f : (j == i ? 1.f : 2.f) * Wm.p[i * HT2 + j];
-    for (int64_t j = 0; j < HT; ++j) {
-      float s1 = 0.f, s2 = 0.f;
-      for (int64_t k = 0; k < C; ++k) {
-        const float u = in.u1[(b * C + k) * HT + j];
-        s1 += wv.gb0[k] * u;
-        s2 += beta0[k] * u;
+    for (int64_t j = 0; j < HT; ++j) v.c2[j] = in.cb1[b * HT + j];
+    for (int64_t k = 0; k < C; ++k) {  // c1 = gb0 . u1, c2 = beta0 . u1 + cb1 (u1 rows are contiguous in j)
+      const float* u = in.u1 + (b * C + k) * HT;
+      for (int64_t j = 0; j < HT; ++j) {
+        v.c1[j] += wv.gb0[k] * u[j];
+        v.c2[j] += beta0[k] * u[j];
       }
-      v.c1[j] = s1;
-      v.c2[j] = s2 + in.cb1[b * HT + j];
     }
     for (int64_t h = 0; h < H; ++h)
       for (int64_t u = 0; u < Tu; ++u) {
@@ -235,7 +301,13 @@ void proj_pass_prompts(const Ctx& c, const DecoderParams& p, const ProjDims& d, 
     v.s[2] = dot(wv.b0c.data(), wvec.data(), C);    // b0c . w
     v.s[3] = dot(wv.vb.data(), wv.vb.data(), C);    // |v|^2
     v.s[4] = mean_b;                                // mean(beta0) + mean(b1)
+  };
+  if (B == 1) {
+    one(0);
+    return;
   }
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < B; ++b) one(b);
 }
 
 void proj_pass_finish(const Ctx& c, const DecoderParams& p, const ProjDims& d, const ProjTokenInputs& in,

@@ -18,7 +18,9 @@ void proj_pass_image(const decoder_steps::Ctx& c, const DecoderParams& p, const 
 
 // Token-side inputs of one call (B prompts, T tokens, Tu final-attention queries):
 struct ProjTokenInputs {
-  const float* r0c = nullptr;  // [B, H T, C] layer 0's image->token rows, centred (token-major rows t H + h)
+  const float* r0 = nullptr;   // [B, H T, C] layer 0's image->token rows (token-major rows t H + h)
+  const float* r0c = nullptr;  // [B, H T, C] the same, centred
+  const float* k0 = nullptr;   // [B T, Di] layer 0's image->token keys
   const float* v0 = nullptr;   // [B T, Di] layer 0's image->token values
   const float* r1 = nullptr;   // [B, H T, C] layer 1's image->token rows (not centred)
   const float* k1 = nullptr;   // [B T, Di] layer 1's image->token keys
@@ -29,7 +31,10 @@ struct ProjTokenInputs {
   const float* ukf = nullptr;  // [B, H, Tu, C] t2i_fold's u for the final attention (W_k,h^T q / sqrt(dh))
 };
 
-// prompts [B, d.prompt_floats()] (64-byte aligned).
+// prompts [B, d.prompt_floats()] (64-byte aligned): the layer-0 operands (proj_stats0_cpu; zeroes the blocks first,
+// reads r0, r0c, k0, v0), then the rest (proj_pass_cpu).
+void proj_pass_prompts0(const decoder_steps::Ctx& c, const DecoderParams& p, const ProjDims& d,
+                        const ProjTokenInputs& in, float* prompts);
 void proj_pass_prompts(const decoder_steps::Ctx& c, const DecoderParams& p, const ProjDims& d,
                        const ProjTokenInputs& in, float* prompts);
 
