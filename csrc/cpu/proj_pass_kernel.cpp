@@ -496,26 +496,28 @@ void proj_pass_cpu(const ProjPassArgs& a) {
   }
 }
 
-void proj_stats0_cpu(const ProjStats0Args& a) {
+void proj_stats0_rows(const ProjStats0Args& a, int64_t b, int64_t n0, int64_t n1) {
   const Geometry g(a.d);
-  const int64_t nblk = a.N / kP, total = a.B * nblk;
   const Isa isa = pick_isa();
-#pragma omp parallel
-  {
-    AlignedFloats buf;
-    buf.alloc(3 * g.HT * kP + 8 * kP, false);
-#pragma omp for schedule(static)
-    for (int64_t t = 0; t < total; ++t) {
-      const int64_t b = t / nblk, nb = (t % nblk) * kP;
-      const ProjPrompt pp = proj_prompt_views(a.d, const_cast<float*>(a.prompts) + b * a.d.prompt_floats());
+  thread_local AlignedFloats buf;  // per-thread scratch, sized for the largest call seen on this thread
+  thread_local int64_t cap = 0;
+  const int64_t need = 3 * g.HT * kP + 8 * kP;
+  if (need > cap) buf.alloc(cap = need, false);
+  const ProjPrompt pp = proj_prompt_views(a.d, const_cast<float*>(a.prompts) + b * a.d.prompt_floats());
+  for (int64_t nb = n0; nb < n1; nb += kP) {
 #if SAMFAST_X86
-      if (isa == Isa::Avx512) stats0_avx512(a, g, pp, b, nb, buf.p);
-      else if (isa == Isa::Avx2) stats0_avx2(a, g, pp, b, nb, buf.p);
-      else
+    if (isa == Isa::Avx512) stats0_avx512(a, g, pp, b, nb, buf.p);
+    else if (isa == Isa::Avx2) stats0_avx2(a, g, pp, b, nb, buf.p);
+    else
 #endif
-        stats0_base(a, g, pp, b, nb, buf.p);
-    }
+      stats0_base(a, g, pp, b, nb, buf.p);
   }
+}
+
+void proj_stats0_cpu(const ProjStats0Args& a) {
+  const int64_t nblk = a.N / kP, total = a.B * nblk;
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < total; ++t) proj_stats0_rows(a, t / nblk, (t % nblk) * kP, (t % nblk + 1) * kP);
 }
 
 void proj_exact_row(const ProjExact& e, int64_t b, int64_t n, const float* p0, const float* p1, float* stats,

@@ -104,6 +104,9 @@ struct ProjStats0Args {
 
 // Layer 0's image->token probabilities and the LayerNorm statistics of y0 = x0 + R0^T P0 + b0 (without forming y0).
 void proj_stats0_cpu(const ProjStats0Args& a);
+// The same for rows [n0, n1) of batch b only (multiples of 32). (Run as the row producer of layer 1's
+// token->image pass, which reads those rows right after, it measured no faster than as a pass of its own.)
+void proj_stats0_rows(const ProjStats0Args& a, int64_t b, int64_t n0, int64_t n1);
 
 struct ProjPassArgs {
   int64_t B = 0, N = 0, C = 0;
