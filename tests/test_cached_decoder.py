@@ -150,6 +150,33 @@ def test_folded_first_convt_keeps_precision_for_large_row_means(models):
     assert not torch.equal(folded[0], plain[0])  # the other tiles did run folded
 
 
+def test_projection_passes_exact_rows(models, monkeypatch):
+    """For a point or a box (T <= 8 tokens) with the per-image block g, both image passes run from per-image
+    projections and form the LayerNorm statistics of layer 0's and layer 1's image->token outputs by expansion;
+    rows where the expansion would cancel are recomputed exactly from x0. SAMFAST_PROJ_EXACT=1 sends every row
+    through that recomputation: the results agree within float32 rounding, and both with the official decoder."""
+    official, ours = models
+    g = torch.Generator().manual_seed(23)
+    emb = torch.randn(1, 256, 16, 16, generator=g)
+    fd = FastMaskDecoder(ours)
+    c = fd.prepare(emb)
+    pts, lbl, boxes = _prompts("both", 2, g)
+    pts, lbl = pts[:, :1], lbl[:, :1]  # one point + a box: T = 8 tokens
+    with torch.no_grad():
+        sparse, _ = ours.prompt_encoder(points=(pts, lbl), boxes=boxes, masks=None)
+        tokens = ours.mask_decoder.assemble_tokens(sparse)
+    assert tokens.shape[1] == 8
+    low64, iou64 = _official(official, emb, pts, lbl, boxes, True, torch.float64)
+    args = (tokens, c.x0, c.pe, c.k0, c.v0, c.q0, c.packed, fd._dims, c.hw, True)
+    expanded = ops.cached_mask_decoder(*args, g=c.g)
+    monkeypatch.setenv("SAMFAST_PROJ_EXACT", "1")
+    exact = ops.cached_mask_decoder(*args, g=c.g)
+    assert not torch.equal(exact[0], expanded[0])  # the other path did run
+    for low, iou in (expanded, exact):
+        assert rel_err(low, low64) < 1e-5 and rel_err(iou, iou64) < 1e-5
+    assert rel_err(exact[0], expanded[0]) < 1e-5
+
+
 def test_packed_buffer_at_any_alignment(models):
     """The packed parameters give the same result wherever they sit (views, foreign allocators): the mask
     head's block is read in place when 64-byte aligned and copied otherwise."""

@@ -14,6 +14,7 @@
 #include "cpu/mask_head_kernel.h"
 #include "cpu/phase_timer.h"
 #include "cpu/proj_pass_prep.h"
+#include "cpu/proj_tile.h"
 #include "cpu/small_gemm.h"
 #include "cpu/token_to_image_kernel.h"
 #include "cpu/token_to_image_ln_kernel.h"
@@ -144,6 +145,7 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   AlignedFloats prompts, r0_saved;
   ProjTokenInputs pin;
   ProjExact exact;
+  const bool force_exact = proj && proj_tile::force_exact();
   std::unique_ptr<ImageToTokenRows> i2t0;
   if (proj) {
     r0_saved.alloc(B * HT * C, false);  // the image->token buffers are reused by layer 1
@@ -158,6 +160,7 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
     sa.B = B; sa.N = N; sa.C = C; sa.d = pd;
     sa.img = a.g + N * (n1p + kKvBlocks * Di); sa.ld_img = proj_stats0_width(Di);
     sa.prompts = prompts.p; sa.exact = exact; sa.p0 = P0.p; sa.st0 = st0.p;
+    sa.force_exact = force_exact;
     proj_stats0_cpu(sa);
   } else {
     i2t0 = std::make_unique<ImageToTokenRows>(ia0);
@@ -215,6 +218,7 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
     pa.B = B; pa.N = N; pa.C = C; pa.d = pd;
     pa.img = a.g + N * (n1p + kKvBlocks * Di + proj_stats0_width(Di)); pa.ld_img = proj_pass_width(Di);
     pa.p0 = P0.p; pa.st0 = st0.p; pa.prompts = prompts.p; pa.exact = exact; pa.p1 = P1.p; pa.st1 = st1.p;
+    pa.force_exact = force_exact;
     acc.alloc(B * pd.acc_rows() * pd.acc_cols(), false);
     pa.acc = acc.p;
     proj_pass_cpu(pa);

@@ -15,24 +15,14 @@
 #include "cpu/cpu_features.h"
 #include "cpu/mask_simd.h"
 #include "cpu/small_gemm.h"
+#include "cpu/proj_tile.h"
 #include "cpu/token_to_image_kernel.h"
 
 namespace samfast::cpu {
 namespace {
 
 using namespace small_gemm;
-
-constexpr int64_t kP = 32;          // pixels per tile (= kProjBlock, the per-image block's pixel blocking)
-constexpr float kCancel = 1e-3f;    // |y1c|^2 under this fraction of its terms' magnitudes: exact recompute
-
-inline int64_t al16(int64_t n) { return (n + 15) / 16 * 16; }
-
-struct Geometry {
-  int64_t H, dh, Di, T, Tu, HT, HU, HUp, HUq, W0, W1, ZW, rows;  // rows: accT rows = Di + ZW
-  explicit Geometry(const ProjDims& d)
-      : H(d.H), dh(d.dh), Di(d.H * d.dh), T(d.T), Tu(d.Tu), HT(d.ht()), HU(d.hu()), HUp(d.hup()), HUq(d.acc_cols()),
-        W0(d.w0_rows()), W1(d.w1_rows()), ZW(2 * d.ht() + 8), rows(d.acc_rows()) {}
-};
+using namespace proj_tile;
 
 struct Bufs {
   AlignedFloats t;        // [3 HT + HUp, kP] head-block products (r0 A1 + A2, A3, A4, r1 r0 A5 + A6)
@@ -45,107 +35,6 @@ struct Bufs {
   AlignedFloats z;        // [Di + ZW, kP] A7 r1 r0 | r1 pt | r1 r0, r1
   AlignedFloats mt, corr;  // [HUq]
 };
-
-#if SAMFAST_X86
-SAMFAST_AVX2 inline void transpose8_block_avx2(const float* src, int64_t lds, float* dst, int64_t ldd) {
-  __m256 r[8];
-  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
-  transpose8_avx2(r);
-  for (int i = 0; i < 8; ++i) _mm256_storeu_ps(dst + i * ldd, r[i]);
-}
-#endif
-
-// dst[c, r] = src[r, c] for r < R, c < Cc (8x8 register blocks with AVX2 when both are multiples of 8)
-SAMFAST_FLATTEN_BODY void transpose_tile(Isa isa, const float* src, int64_t lds, int64_t R, int64_t Cc, float* dst,
-                                         int64_t ldd) {
-#if SAMFAST_X86
-  if (isa != Isa::Base && R % 8 == 0 && Cc % 8 == 0) {
-    for (int64_t r0 = 0; r0 < R; r0 += 8)
-      for (int64_t c0 = 0; c0 < Cc; c0 += 8) transpose8_block_avx2(src + r0 * lds + c0, lds, dst + c0 * ldd + r0, ldd);
-    return;
-  }
-#endif
-  (void)isa;
-  for (int64_t r = 0; r < R; ++r)
-    for (int64_t c = 0; c < Cc; ++c) dst[c * ldd + r] = src[r * lds + c];
-}
-
-#if SAMFAST_X86
-// One head's products for the tile: out[t * ldo + i] = sum_d k[t, d] * A[d, i], t < NK, i < kP (= 2 zmm).
-template <int NK>
-SAMFAST_AVX512 inline void head_block_avx512(const float* k, int64_t dh, const float* A, float* out, int64_t ldo) {
-  __m512 acc[NK][2];
-#pragma GCC unroll 8
-  for (int t = 0; t < NK; ++t) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
-  for (int64_t d = 0; d < dh; ++d) {
-    const __m512 a0 = _mm512_loadu_ps(A + d * kP), a1 = _mm512_loadu_ps(A + d * kP + 16);
-#pragma GCC unroll 8
-    for (int t = 0; t < NK; ++t) {
-      const __m512 kb = _mm512_set1_ps(k[t * dh + d]);
-      acc[t][0] = _mm512_fmadd_ps(kb, a0, acc[t][0]);
-      acc[t][1] = _mm512_fmadd_ps(kb, a1, acc[t][1]);
-    }
-  }
-#pragma GCC unroll 8
-  for (int t = 0; t < NK; ++t) {
-    _mm512_storeu_ps(out + t * ldo, acc[t][0]);
-    _mm512_storeu_ps(out + t * ldo + 16, acc[t][1]);
-  }
-}
-
-SAMFAST_AVX512 void head_block_avx512(int64_t nk, const float* k, int64_t dh, const float* A, float* out, int64_t ldo) {
-  switch (nk) {
-    case 8: return head_block_avx512<8>(k, dh, A, out, ldo);
-    case 7: return head_block_avx512<7>(k, dh, A, out, ldo);
-    case 6: return head_block_avx512<6>(k, dh, A, out, ldo);
-    case 5: return head_block_avx512<5>(k, dh, A, out, ldo);
-    case 4: return head_block_avx512<4>(k, dh, A, out, ldo);
-    case 3: return head_block_avx512<3>(k, dh, A, out, ldo);
-    case 2: return head_block_avx512<2>(k, dh, A, out, ldo);
-    default: return head_block_avx512<1>(k, dh, A, out, ldo);
-  }
-}
-#endif
-
-// Head-block products: out[row(t, h), :] = sum_d k[h, t, d] * A[h*dh + d, :] for t < nk, where row(t, h) is
-// t * H + h (token-major, ldo = H * kP apart per token) or h * nk + t (head-major): A is [Di, kP].
-SAMFAST_FLATTEN_BODY void head_products(Isa isa, const Geometry& g, const float* k, int64_t nk, const float* A,
-                                        float* out, bool token_major) {
-  for (int64_t h = 0; h < g.H; ++h) {
-    float* o = token_major ? out + h * kP : out + h * nk * kP;
-    const int64_t ldo = token_major ? g.H * kP : kP;
-    const float* kh = k + h * kProjSlots * g.dh;
-#if SAMFAST_X86
-    if (isa == Isa::Avx512) {
-      head_block_avx512(nk, kh, g.dh, A + h * g.dh * kP, o, ldo);
-      continue;
-    }
-#endif
-    for (int64_t t = 0; t < nk; ++t) std::fill(o + t * ldo, o + t * ldo + kP, 0.f);
-    gemm(isa, kh, g.dh, nk, g.dh, A + h * g.dh * kP, kP, kP, o, ldo);
-  }
-}
-
-// The two cache lines of one feature row of a pixel block (kP floats) toward L2.
-inline void prefetch2(const float* p) {
-  __builtin_prefetch(p, 0, 2);
-  __builtin_prefetch(p + 16, 0, 2);
-}
-
-// m[i] = max(m[i], v[i]) (a select the vectorizer turns into compare + blend; std::max's reference return kept
-// these loops scalar, with a data-dependent branch per element)
-SAMFAST_FLATTEN_BODY void max_into(float* __restrict m, const float* __restrict v, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float x = m[i], y = v[i];
-    m[i] = x < y ? y : x;
-  }
-}
-
-// acc[:] += sum over rows j < n of a[j, :] * b[j, :]
-SAMFAST_FLATTEN_BODY void dot_rows(const float* a, const float* b, int64_t n, float* acc) {
-  for (int64_t j = 0; j < n; ++j)
-    for (int64_t i = 0; i < kP; ++i) acc[i] += a[j * kP + i] * b[j * kP + i];
-}
 
 // Exact statistics of y1 for pixel n (rows whose expansion would cancel); p1: column i of the tile's P1 rows.
 void exact_stats(const ProjPassArgs& a, const Geometry& g, int64_t b, int64_t n, const float* p1, int64_t i,
@@ -245,7 +134,8 @@ SAMFAST_FLATTEN_BODY void range_body(const ProjPassArgs& a, const Geometry& g, c
       mu1[i] = (ri * (e1[i] + s[0]) + v0[i]) * invC + s[4] + v1[i];
     }
     for (int64_t i = 0; i < kP; ++i)
-      if (!(y1sq[i] >= kCancel * mag[i]) || !std::isfinite(mag[i])) exact_stats(a, g, b, nb + i, P1, i, mu1[i], r1[i]);
+      if (!(y1sq[i] >= kCancel * mag[i]) || !std::isfinite(mag[i]) || a.force_exact)
+        exact_stats(a, g, b, nb + i, P1, i, mu1[i], r1[i]);
     float* st1 = a.st1 + (b * a.N + nb) * 2;
     for (int64_t i = 0; i < kP; ++i) {
       st1[2 * i] = mu1[i];
@@ -312,80 +202,6 @@ SAMFAST_FLATTEN_BODY void range_body(const ProjPassArgs& a, const Geometry& g, c
       gemm(isa, z + h * g.dh * kP, kP, g.dh, kP, et + h * Tu, HUq, 8, accT + h * g.dh * HUq + h * Tu, HUq);
   }
 }
-
-// One 32-pixel block of batch b for proj_stats0_cpu. buf: [4 HT, kP] scratch (scores / P0, head products,
-// U0 P0, the w8 rows).
-SAMFAST_FLATTEN_BODY void stats0_body(const ProjStats0Args& a, const Geometry& g, const ProjPrompt& pp, int64_t b,
-                                      int64_t nb, float* buf, Isa isa) {
-  const int64_t H = g.H, T = g.T, HT = g.HT, Di = g.Di;
-  const float invC = 1.f / static_cast<float>(a.C);
-  const float* A = a.img + (nb / kP) * a.ld_img * kP;  // [A8 | A0 | e5 e6 e7, kP]
-  const float* e = A + 2 * Di * kP;
-  const float *e5 = e, *e6 = e + kP, *e7 = e + 2 * kP;
-  float *P0 = buf, *t8 = buf + HT * kP, *qv = t8 + HT * kP, *w8 = qv + HT * kP;
-  const float* An = nb + kP < a.N ? A + a.ld_img * kP : A;  // the next block's rows are requested along the way
-  for (int64_t f = Di; f < 2 * Di; ++f) prefetch2(An + f * kP);
-  head_products(isa, g, pp.kq0, T, A + Di * kP, P0, true);  // scores q0 . k / sqrt(dh)
-  for (int64_t f = 0; f < Di; ++f) prefetch2(An + f * kP);
-  for (int64_t f = 2 * Di; f < a.ld_img; ++f) prefetch2(An + f * kP);
-  alignas(64) float mx[kP];
-  for (int64_t h = 0; h < H; ++h) {
-    std::copy(P0 + h * kP, P0 + (h + 1) * kP, mx);
-    for (int64_t t = 1; t < T; ++t)
-      max_into(mx, P0 + (t * H + h) * kP, kP);
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t i = 0; i < kP; ++i) P0[(t * H + h) * kP + i] -= mx[i];
-  }
-  exp_row(isa, P0, HT * kP);
-  for (int64_t h = 0; h < H; ++h) {
-    std::copy(P0 + h * kP, P0 + (h + 1) * kP, mx);
-    for (int64_t t = 1; t < T; ++t)
-      for (int64_t i = 0; i < kP; ++i) mx[i] += P0[(t * H + h) * kP + i];
-    for (int64_t i = 0; i < kP; ++i) mx[i] = 1.f / mx[i];
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t i = 0; i < kP; ++i) P0[(t * H + h) * kP + i] *= mx[i];
-  }
-  head_products(isa, g, pp.kv0, T, A, t8, true);  // R0 rows . Jx0
-  std::fill(qv, qv + HT * kP, 0.f);
-  for (int64_t i0 = 0; i0 < HT; i0 += 16)
-    gemm(isa, pp.u0 + i0 * HT + i0, HT, std::min<int64_t>(16, HT - i0), HT - i0, P0 + i0 * kP, kP, kP, qv + i0 * kP,
-         kP);
-  std::fill(w8, w8 + 8 * kP, 0.f);
-  gemm(isa, pp.w8, HT, 8, HT, P0, kP, kP, w8, kP);
-  alignas(64) float d8[kP], quad[kP];
-  std::fill(d8, d8 + kP, 0.f);
-  std::fill(quad, quad + kP, 0.f);
-  dot_rows(P0, t8, HT, d8);
-  dot_rows(P0, qv, HT, quad);
-  const float* s = pp.s;
-  float* st0 = a.st0 + (b * a.N + nb) * 2;
-  for (int64_t i = 0; i < kP; ++i) {
-    const float ysq = e5[i] + 2.f * d8[i] + 2.f * e7[i] + quad[i] + 2.f * w8[kP + i] + s[5];
-    const float mag =
-        e5[i] + 2.f * std::abs(d8[i]) + 2.f * std::abs(e7[i]) + std::abs(quad[i]) + 2.f * std::abs(w8[kP + i]) + s[5];
-    st0[2 * i] = e6[i] + w8[i] + s[6];
-    st0[2 * i + 1] = 1.f / std::sqrt(std::max(ysq, 0.f) * invC + a.exact.eps);
-    mx[i] = (ysq >= kCancel * mag && std::isfinite(mag)) ? 0.f : 1.f;
-  }
-  float* p0 = a.p0 + (b * a.N + nb) * HT;
-  transpose_tile(isa, P0, kP, HT, kP, p0, HT);
-  for (int64_t i = 0; i < kP; ++i)
-    if (mx[i] != 0.f) proj_exact_row(a.exact, b, nb + i, p0 + i * HT, nullptr, st0 + 2 * i);
-}
-
-void stats0_base(const ProjStats0Args& a, const Geometry& g, const ProjPrompt& pp, int64_t b, int64_t nb, float* buf) {
-  stats0_body(a, g, pp, b, nb, buf, Isa::Base);
-}
-#if SAMFAST_X86
-SAMFAST_AVX2 void stats0_avx2(const ProjStats0Args& a, const Geometry& g, const ProjPrompt& pp, int64_t b, int64_t nb,
-                              float* buf) {
-  stats0_body(a, g, pp, b, nb, buf, Isa::Avx2);
-}
-SAMFAST_AVX512 void stats0_avx512(const ProjStats0Args& a, const Geometry& g, const ProjPrompt& pp, int64_t b,
-                                  int64_t nb, float* buf) {
-  stats0_body(a, g, pp, b, nb, buf, Isa::Avx512);
-}
-#endif
 
 void range_base(const ProjPassArgs& a, const Geometry& g, const ProjPrompt& pp, int64_t b, int64_t n0, int64_t n1,
                 float* m, float* l, float* accT, Bufs& w) {
@@ -493,71 +309,6 @@ void proj_pass_cpu(const ProjPassArgs& a) {
       const float inv = 1.f / lsum;
       for (int64_t rr = 0; rr < g.rows; ++rr) out[rr * HUq + q] *= inv;
     }
-  }
-}
-
-void proj_stats0_rows(const ProjStats0Args& a, int64_t b, int64_t n0, int64_t n1) {
-  const Geometry g(a.d);
-  const Isa isa = pick_isa();
-  thread_local AlignedFloats buf;  // per-thread scratch, sized for the largest call seen on this thread
-  thread_local int64_t cap = 0;
-  const int64_t need = 3 * g.HT * kP + 8 * kP;
-  if (need > cap) buf.alloc(cap = need, false);
-  const ProjPrompt pp = proj_prompt_views(a.d, const_cast<float*>(a.prompts) + b * a.d.prompt_floats());
-  for (int64_t nb = n0; nb < n1; nb += kP) {
-#if SAMFAST_X86
-    if (isa == Isa::Avx512) stats0_avx512(a, g, pp, b, nb, buf.p);
-    else if (isa == Isa::Avx2) stats0_avx2(a, g, pp, b, nb, buf.p);
-    else
-#endif
-      stats0_base(a, g, pp, b, nb, buf.p);
-  }
-}
-
-void proj_stats0_cpu(const ProjStats0Args& a) {
-  const int64_t nblk = a.N / kP, total = a.B * nblk;
-#pragma omp parallel for schedule(static)
-  for (int64_t t = 0; t < total; ++t) proj_stats0_rows(a, t / nblk, (t % nblk) * kP, (t % nblk + 1) * kP);
-}
-
-void proj_exact_row(const ProjExact& e, int64_t b, int64_t n, const float* p0, const float* p1, float* stats,
-                    float* x1) {
-  const int64_t C = e.C, HT = e.HT;
-  std::vector<double> y(C);
-  const float* x = e.x0 + n * C;
-  for (int64_t c = 0; c < C; ++c) y[c] = double(x[c]) + e.b0[c];
-  for (int64_t j = 0; j < HT; ++j) {
-    const float* rr = e.r0 + (b * HT + j) * C;
-    for (int64_t c = 0; c < C; ++c) y[c] += double(p0[j]) * rr[c];
-  }
-  auto moments = [&](double& mean, double& rstd) {
-    double s = 0.0, s2 = 0.0;
-    for (int64_t c = 0; c < C; ++c) s += y[c];
-    mean = s / double(C);
-    for (int64_t c = 0; c < C; ++c) s2 += (y[c] - mean) * (y[c] - mean);
-    rstd = 1.0 / std::sqrt(s2 / double(C) + double(e.eps));
-  };
-  double mean, rstd;
-  moments(mean, rstd);
-  if (p1) {  // xb = LN0(y0), then y1 = xb + R1^T p1 + b1
-    for (int64_t c = 0; c < C; ++c) y[c] = (y[c] - mean) * rstd * e.g0[c] + e.beta0[c] + e.b1[c];
-    for (int64_t j = 0; j < HT; ++j) {
-      const float* rr = e.r1 + (b * HT + j) * C;
-      for (int64_t c = 0; c < C; ++c) y[c] += double(p1[j]) * rr[c];
-    }
-    moments(mean, rstd);
-    if (x1)
-      for (int64_t c = 0; c < C; ++c) x1[c] = static_cast<float>((y[c] - mean) * rstd * e.g1[c] + e.beta1[c]);
-  }
-  stats[0] = static_cast<float>(mean);
-  stats[1] = static_cast<float>(rstd);
-}
-
-void proj_materialize_x1(const ProjExact& e, int64_t B, const float* p0, const float* p1, float* x1) {
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < B * e.N; ++r) {
-    float st[2];
-    proj_exact_row(e, r / e.N, r % e.N, p0 + r * e.HT, p1 + r * e.HT, st, x1 + r * e.C);
   }
 }
 

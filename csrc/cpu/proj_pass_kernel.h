@@ -98,6 +98,7 @@ struct ProjStats0Args {
   int64_t ld_img = 0;
   const float* prompts = nullptr;  // [B, prompt_floats] (kq0, kv0, u0, w8, s filled)
   ProjExact exact;
+  bool force_exact = false;  // every row through proj_exact_row (tests: SAMFAST_PROJ_EXACT=1)
   float* p0 = nullptr;   // out [B, N, HT] token-major: layer 0's image->token probabilities
   float* st0 = nullptr;  // out [B, N, 2] {mean, rstd} of y0
 };
@@ -117,6 +118,7 @@ struct ProjPassArgs {
   const float* st0 = nullptr;   // [B, N, 2] {mean, rstd} of y0
   const float* prompts = nullptr;  // [B, prompt_floats]
   ProjExact exact;              // rows whose statistics would lose precision
+  bool force_exact = false;     // every row through proj_exact_row (tests: SAMFAST_PROJ_EXACT=1)
   float* p1 = nullptr;          // out [B, N, HT] token-major
   float* st1 = nullptr;         // out [B, N, 2] {mean, rstd} of y1
   float* acc = nullptr;         // out [B, acc_rows, acc_cols]: softmax-weighted sums over the pixels
