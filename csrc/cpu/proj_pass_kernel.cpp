@@ -168,8 +168,9 @@ SAMFAST_FLATTEN_BODY void range_body(const ProjPassArgs& a, const Geometry& g, c
     for (int64_t i = 1; i < kP; ++i)
       max_into(mt, et + i * HUq, HUq);
     float* corr = w.corr.p;
-    for (int64_t q = 0; q < HUq; ++q) {
-      const float m_new = std::max(m[q], mt[q]);
+    for (int64_t q = 0; q < HUq; ++q) {  // lazy max: moved only when the tile's exceeds it by > kMaxSlack, so
+      // the accumulators are rarely rescaled; the weights e^(s - m) stay below e^kMaxSlack (no overflow)
+      const float m_new = mt[q] > m[q] + kMaxSlack ? mt[q] : m[q];
       corr[q] = m[q] - m_new;
       m[q] = m_new;
     }
@@ -182,9 +183,12 @@ SAMFAST_FLATTEN_BODY void range_body(const ProjPassArgs& a, const Geometry& g, c
       for (int64_t q = 0; q < HUq; ++q) l[q] += et[i * HUq + q];
     bool rescale = false;
     for (int64_t q = 0; q < HUq; ++q) rescale |= corr[q] != 1.f;
-    if (rescale)  // the running max moved (mostly the first tiles)
+    if (rescale) {  // the running max moved (mostly the first tiles)
+      float* __restrict acc = accT;
+      const float* __restrict cq = corr;
       for (int64_t rr = 0; rr < g.rows; ++rr)
-        for (int64_t q = 0; q < HUq; ++q) accT[rr * HUq + q] *= corr[q];
+        for (int64_t q = 0; q < HUq; ++q) acc[rr * HUq + q] *= cq[q];
+    }
     // features: A7 r1 r0 (Di rows) | r1 pt (2 HT) | r1 r0 | r1 | 0 ...
     float* z = w.z.p;
     const float* a7 = A + 6 * Di * kP;

@@ -19,6 +19,8 @@ using small_gemm::gemm;
 constexpr int64_t kP = 32;          // pixels per tile (the per-image block's pixel blocking)
 constexpr float kCancel = 1e-3f;    // |y - mean|^2 under this fraction of its terms' magnitudes: exact recompute
 
+constexpr float kMaxSlack = 8.f;    // online softmax: the running max moves when exceeded by more than this
+
 inline int64_t al16(int64_t n) { return (n + 15) / 16 * 16; }
 
 // SAMFAST_PROJ_EXACT=1: every row takes the exact recompute from x0 (tests compare it with the expansions).
