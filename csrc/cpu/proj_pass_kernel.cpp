@@ -89,31 +89,11 @@ SAMFAST_FLATTEN_BODY void range_body(const ProjPassArgs& a, const Geometry& g, c
       float* sr = P1 + j * kP;
       for (int64_t i = 0; i < kP; ++i) sr[i] = r0[i] * pp.c1[j] + a1[i] + gm[i] + pp.c2[j];
     }
-    for (int64_t h = 0; h < H; ++h) {
-      float* mx = w.mt.p;
-      std::copy(P1 + h * kP, P1 + (h + 1) * kP, mx);
-      for (int64_t t = 1; t < T; ++t)
-        max_into(mx, P1 + (t * H + h) * kP, kP);
-      for (int64_t t = 0; t < T; ++t)
-        for (int64_t i = 0; i < kP; ++i) P1[(t * H + h) * kP + i] -= mx[i];
-    }
-    exp_row(isa, P1, HT * kP);
-    for (int64_t h = 0; h < H; ++h) {
-      float* sum = w.mt.p;
-      std::copy(P1 + h * kP, P1 + (h + 1) * kP, sum);
-      for (int64_t t = 1; t < T; ++t)
-        for (int64_t i = 0; i < kP; ++i) sum[i] += P1[(t * H + h) * kP + i];
-      for (int64_t i = 0; i < kP; ++i) sum[i] = 1.f / sum[i];
-      for (int64_t t = 0; t < T; ++t)
-        for (int64_t i = 0; i < kP; ++i) P1[(t * H + h) * kP + i] *= sum[i];
-    }
+    softmax_tokens(isa, P1, H, T, w.mt.p);
     std::fill(G1, G1 + g.W1 * kP, 0.f);
     gemm(isa, pp.w1, HT, g.W1, HT, P1, kP, kP, G1, kP);  // [W1, kP]
     // quadratic form p^T G p, p = [r0 P0; P1], through U (upper triangle) in bands of 16 rows
-    std::fill(qv, qv + HT2 * kP, 0.f);
-    for (int64_t i0 = 0; i0 < HT2; i0 += 16)
-      gemm(isa, pp.uq + i0 * HT2 + i0, HT2, std::min<int64_t>(16, HT2 - i0), HT2 - i0, pt + i0 * kP, kP, kP,
-           qv + i0 * kP, kP);
+    upper_product(isa, pp.uq, HT2, pt, qv);
     std::fill(quad, quad + kP, 0.f);
     std::fill(d3, d3 + kP, 0.f);
     std::fill(d4, d4 + kP, 0.f);

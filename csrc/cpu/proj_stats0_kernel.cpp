@@ -29,27 +29,9 @@ SAMFAST_FLATTEN_BODY void stats0_body(const ProjStats0Args& a, const Geometry& g
   for (int64_t f = 0; f < Di; ++f) prefetch2(An + f * kP);
   for (int64_t f = 2 * Di; f < a.ld_img; ++f) prefetch2(An + f * kP);
   alignas(64) float mx[kP];
-  for (int64_t h = 0; h < H; ++h) {
-    std::copy(P0 + h * kP, P0 + (h + 1) * kP, mx);
-    for (int64_t t = 1; t < T; ++t)
-      max_into(mx, P0 + (t * H + h) * kP, kP);
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t i = 0; i < kP; ++i) P0[(t * H + h) * kP + i] -= mx[i];
-  }
-  exp_row(isa, P0, HT * kP);
-  for (int64_t h = 0; h < H; ++h) {
-    std::copy(P0 + h * kP, P0 + (h + 1) * kP, mx);
-    for (int64_t t = 1; t < T; ++t)
-      for (int64_t i = 0; i < kP; ++i) mx[i] += P0[(t * H + h) * kP + i];
-    for (int64_t i = 0; i < kP; ++i) mx[i] = 1.f / mx[i];
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t i = 0; i < kP; ++i) P0[(t * H + h) * kP + i] *= mx[i];
-  }
+  softmax_tokens(isa, P0, H, T, mx);
   head_products(isa, g, pp.kv0, T, A, t8, true);  // R0 rows . Jx0
-  std::fill(qv, qv + HT * kP, 0.f);
-  for (int64_t i0 = 0; i0 < HT; i0 += 16)
-    gemm(isa, pp.u0 + i0 * HT + i0, HT, std::min<int64_t>(16, HT - i0), HT - i0, P0 + i0 * kP, kP, kP, qv + i0 * kP,
-         kP);
+  upper_product(isa, pp.u0, HT, P0, qv);
   std::fill(w8, w8 + 8 * kP, 0.f);
   gemm(isa, pp.w8, HT, 8, HT, P0, kP, kP, w8, kP);
   alignas(64) float d8[kP], quad[kP];

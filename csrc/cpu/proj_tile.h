@@ -139,4 +139,30 @@ SAMFAST_FLATTEN_BODY void dot_rows(const float* a, const float* b, int64_t n, fl
     for (int64_t i = 0; i < kP; ++i) acc[i] += a[j * kP + i] * b[j * kP + i];
 }
 
+// Per-head softmax over the tokens, in place: P [T * H, kP] with rows t * H + h (token-major); mx: [kP] scratch.
+SAMFAST_FLATTEN_BODY void softmax_tokens(Isa isa, float* P, int64_t H, int64_t T, float* mx) {
+  for (int64_t h = 0; h < H; ++h) {
+    std::copy(P + h * kP, P + (h + 1) * kP, mx);
+    for (int64_t t = 1; t < T; ++t) max_into(mx, P + (t * H + h) * kP, kP);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t i = 0; i < kP; ++i) P[(t * H + h) * kP + i] -= mx[i];
+  }
+  small_gemm::exp_row(isa, P, H * T * kP);
+  for (int64_t h = 0; h < H; ++h) {
+    std::copy(P + h * kP, P + (h + 1) * kP, mx);
+    for (int64_t t = 1; t < T; ++t)
+      for (int64_t i = 0; i < kP; ++i) mx[i] += P[(t * H + h) * kP + i];
+    for (int64_t i = 0; i < kP; ++i) mx[i] = 1.f / mx[i];
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t i = 0; i < kP; ++i) P[(t * H + h) * kP + i] *= mx[i];
+  }
+}
+
+// out [n, kP] = U p for an upper-triangular U [n, n] (rows i read columns >= i only), in bands of 16 rows; p [n, kP].
+SAMFAST_FLATTEN_BODY void upper_product(Isa isa, const float* U, int64_t n, const float* p, float* out) {
+  std::fill(out, out + n * kP, 0.f);
+  for (int64_t i0 = 0; i0 < n; i0 += 16)
+    gemm(isa, U + i0 * n + i0, n, std::min<int64_t>(16, n - i0), n - i0, p + i0 * kP, kP, kP, out + i0 * kP, kP);
+}
+
 }  // namespace samfast::cpu::proj_tile
