@@ -168,6 +168,7 @@ def test_projection_passes_exact_rows(models, monkeypatch):
     assert tokens.shape[1] == 8
     low64, iou64 = _official(official, emb, pts, lbl, boxes, True, torch.float64)
     args = (tokens, c.x0, c.pe, c.k0, c.v0, c.q0, c.packed, fd._dims, c.hw, True)
+    monkeypatch.delenv("SAMFAST_PROJ_EXACT", raising=False)
     expanded = ops.cached_mask_decoder(*args, g=c.g)
     monkeypatch.setenv("SAMFAST_PROJ_EXACT", "1")
     exact = ops.cached_mask_decoder(*args, g=c.g)
