@@ -178,6 +178,32 @@ def test_projection_passes_exact_rows(models, monkeypatch):
     assert rel_err(exact[0], expanded[0]) < 1e-5
 
 
+def test_projection_passes_keep_precision_for_large_row_means():
+    """The per-image projections start from the image embedding minus each row's channel mean; with a float32
+    running mean, rows of a large mean came out off-centre, which sharper image->token attention amplified (found
+    in review). The g path must stay as accurate as the path without g."""
+    official = randomise(build_official(TINY), seed=7)
+    with torch.no_grad():
+        for layer in official.mask_decoder.transformer.layers:
+            layer.cross_attn_image_to_token.q_proj.weight.mul_(2.0)  # scores x4: sharper attention
+            layer.cross_attn_image_to_token.k_proj.weight.mul_(2.0)
+    ours = samfast.load("auto", official.state_dict())
+    g = torch.Generator().manual_seed(5)
+    emb = torch.randn(1, 256, 16, 16, generator=g)
+    emb[..., :5, :] = emb[..., :5, :] * 0.1 + 3000.0
+    fd = FastMaskDecoder(ours)
+    c = fd.prepare(emb)
+    pts, lbl, boxes = _prompts("both", 2, g)
+    pts, lbl = pts[:, :1], lbl[:, :1]  # T = 8: the projection passes apply
+    with torch.no_grad():
+        sparse, _ = ours.prompt_encoder(points=(pts, lbl), boxes=boxes, masks=None)
+        tokens = ours.mask_decoder.assemble_tokens(sparse)
+    args = (tokens, c.x0, c.pe, c.k0, c.v0, c.q0, c.packed, fd._dims, c.hw, True)
+    plain, projected = ops.cached_mask_decoder(*args), ops.cached_mask_decoder(*args, g=c.g)
+    low64, _ = _official(official, emb, pts, lbl, boxes, True, torch.float64)
+    assert rel_err(projected[0], low64) <= 2 * rel_err(plain[0], low64) + 1e-6
+
+
 def test_packed_buffer_at_any_alignment(models):
     """The packed parameters give the same result wherever they sit (views, foreign allocators): the mask
     head's block is read in place when 64-byte aligned and copied otherwise."""

@@ -149,11 +149,11 @@ void t2i_unfold(const Ctx& c, const AttnP& a, int64_t T, T2iBufs& w, float* out 
 }
 
 void center_rows(const float* src, int64_t rows, int64_t C, float* dst) {
-  for (int64_t r = 0; r < rows; ++r) {
-    float mean = 0.f;
+  for (int64_t r = 0; r < rows; ++r) {  // the mean in double: a float32 running sum leaves rows with a large mean
+    double mean = 0.0;                  // off-centre by ~|mean| 2^-24 sqrt(C) (review, sixth session)
     for (int64_t k = 0; k < C; ++k) mean += src[r * C + k];
-    mean /= static_cast<float>(C);
-    for (int64_t k = 0; k < C; ++k) dst[r * C + k] = src[r * C + k] - mean;
+    mean /= static_cast<double>(C);
+    for (int64_t k = 0; k < C; ++k) dst[r * C + k] = static_cast<float>(static_cast<double>(src[r * C + k]) - mean);
   }
 }
 

@@ -68,7 +68,7 @@ void t2i_unfold(const Ctx& c, const AttnP& a, int64_t T, T2iBufs& w, float* out 
 // Blocks of the per-image kv block of g (cached_decoder_fold_image): Kc | Kpe | Vc, Di columns each.
 constexpr int64_t kKvBlocks = 3;
 
-// dst[r, :] = src[r, :] - mean(src[r, :]) for `rows` rows of C.
+// dst[r, :] = src[r, :] - mean(src[r, :]) for `rows` rows of C (mean and difference in double; dst may be src).
 void center_rows(const float* src, int64_t rows, int64_t C, float* dst);
 
 // Layer 1's token->image attention over layer 0's image->token output without reading it (token_to_image_ln_kernel.h):
