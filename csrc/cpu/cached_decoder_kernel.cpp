@@ -210,8 +210,9 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   t2i_fold(c, p.final_attn, tu, Tu, tw);
   if (proj) {
     pin.r1 = iw.r.p; pin.k1 = iw.kh; pin.v1 = iw.vh; pin.u1 = iw.u.p; pin.cb1 = iw.cb.p; pin.qf = tw.qh; pin.ukf = tw.u.p;
-    AlignedFloats acc, extra;
-    proj_pass_prompts(c, p, pd, pin, prompts.p);
+    AlignedFloats acc, extra, rows_g1;
+    rows_g1.alloc(B * 2 * HT * C, false);
+    proj_pass_prompts(c, p, pd, pin, prompts.p, rows_g1.p);
     SAMFAST_PHASE("final token->image operands");
     exact.r1 = iw.r.p;
     ProjPassArgs pa;
@@ -223,7 +224,7 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
     pa.acc = acc.p;
     proj_pass_cpu(pa);
     extra.alloc(B * H * Tu * (Di / H), false);
-    proj_pass_finish(c, p, pd, pin, acc.p, tw.z.p, extra.p);
+    proj_pass_finish(c, p, pd, rows_g1.p, acc.p, tw.z.p, extra.p);
     t2i_unfold(c, p.final_attn, Tu, tw, tmp.p, extra.p, Tu, Di / H);
     // the mask head reads x1 rows where its fold cannot be used: form them (rare)
     bool direct = false;

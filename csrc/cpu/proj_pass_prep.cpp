@@ -214,7 +214,7 @@ void proj_pass_prompts0(const Ctx& c, const DecoderParams& p, const ProjDims& d,
 }
 
 void proj_pass_prompts(const Ctx& c, const DecoderParams& p, const ProjDims& d, const ProjTokenInputs& in,
-                       float* prompts) {
+                       float* prompts, float* rows_g1) {
   const int64_t B = c.B, C = c.C, H = d.H, dh = d.dh, Di = H * dh, T = d.T, Tu = d.Tu, HT = d.ht(), HT2 = 2 * HT;
   const int64_t HUp = d.hup(), W0 = d.w0_rows(), W1 = d.w1_rows();
   const float scale = 1.f / std::sqrt(static_cast<float>(dh));
@@ -244,6 +244,8 @@ void proj_pass_prompts(const Ctx& c, const DecoderParams& p, const ProjDims& d, 
           v.kqf[(h * kProjSlots + u) * dh + dd] = in.qf[(b * Tu + u) * Di + h * dh + dd] * scale;
       }
     const PromptRows pr(p, d, C, in, b);
+    std::memcpy(rows_g1 + b * 2 * HT * C, pr.Z0g1.p, HT * C * sizeof(float));  // for proj_pass_finish
+    std::memcpy(rows_g1 + (b * 2 + 1) * HT * C, pr.R1g1.p, HT * C * sizeof(float));
     AlignedFloats YT, UkfT, Wm;
     YT.alloc(C * HT2, false);
     transpose(pr.Y.p, HT2, C, YT.p);
@@ -310,7 +312,7 @@ void proj_pass_prompts(const Ctx& c, const DecoderParams& p, const ProjDims& d, 
   for (int64_t b = 0; b < B; ++b) one(b);
 }
 
-void proj_pass_finish(const Ctx& c, const DecoderParams& p, const ProjDims& d, const ProjTokenInputs& in,
+void proj_pass_finish(const Ctx& c, const DecoderParams& p, const ProjDims& d, const float* rows_g1,
                       const float* acc, float* z, float* extra) {
   const int64_t B = c.B, C = c.C, H = d.H, dh = d.dh, Di = H * dh, Tu = d.Tu, HT = d.ht(), HU = d.hu();
   const int64_t HUq = d.acc_cols(), rows = d.acc_rows();
@@ -323,7 +325,7 @@ void proj_pass_finish(const Ctx& c, const DecoderParams& p, const ProjDims& d, c
   }
 #pragma omp parallel for schedule(static) if (B > 1)
   for (int64_t b = 0; b < B; ++b) {
-    const PromptRows pr(p, d, C, in, b);
+    const float *Z0g1 = rows_g1 + b * 2 * HT * C, *R1g1 = Z0g1 + HT * C;
     const float* ab = acc + b * rows * HUq;
     AlignedFloats V;  // [HU, 2 HT]: sums of r1 r0 P0 | r1 P1 per query
     V.alloc(HU * 2 * HT, false);
@@ -334,8 +336,8 @@ void proj_pass_finish(const Ctx& c, const DecoderParams& p, const ProjDims& d, c
       const float srr = ab[(Di + 2 * HT) * HUq + q], sr = ab[(Di + 2 * HT + 1) * HUq + q];
       for (int64_t k = 0; k < C; ++k) zb[q * C + k] = beta1[k] + srr * zb0g1[k] + sr * vbg1[k];
     }
-    gemm(c.isa, V.p, 2 * HT, HU, HT, pr.Z0g1.p, C, C, zb, C);
-    gemm(c.isa, V.p + HT, 2 * HT, HU, HT, pr.R1g1.p, C, C, zb, C);
+    gemm(c.isa, V.p, 2 * HT, HU, HT, Z0g1, C, C, zb, C);
+    gemm(c.isa, V.p + HT, 2 * HT, HU, HT, R1g1, C, C, zb, C);
     for (int64_t h = 0; h < H; ++h)
       for (int64_t u = 0; u < Tu; ++u)
         for (int64_t dd = 0; dd < dh; ++dd)

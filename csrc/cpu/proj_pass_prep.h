@@ -35,12 +35,13 @@ struct ProjTokenInputs {
 // reads r0, r0c, k0, v0), then the rest (proj_pass_cpu).
 void proj_pass_prompts0(const decoder_steps::Ctx& c, const DecoderParams& p, const ProjDims& d,
                         const ProjTokenInputs& in, float* prompts);
+// rows_g1 [B, 2 HT, C]: written for proj_pass_finish (the final attention's value rows, g1 J G0 R0c | g1 R1c).
 void proj_pass_prompts(const decoder_steps::Ctx& c, const DecoderParams& p, const ProjDims& d,
-                       const ProjTokenInputs& in, float* prompts);
+                       const ProjTokenInputs& in, float* prompts, float* rows_g1);
 
 // The final attention's o_proj input side: z [B, H, Tu, C] (what t2i_unfold consumes) and the A7 part
 // extra [B, H, Tu, dh] from the pass's normalised accumulators acc [B, rows, HUq] (proj_pass_cpu).
-void proj_pass_finish(const decoder_steps::Ctx& c, const DecoderParams& p, const ProjDims& d,
-                      const ProjTokenInputs& in, const float* acc, float* z, float* extra);
+void proj_pass_finish(const decoder_steps::Ctx& c, const DecoderParams& p, const ProjDims& d, const float* rows_g1,
+                      const float* acc, float* z, float* extra);
 
 }  // namespace samfast::cpu
