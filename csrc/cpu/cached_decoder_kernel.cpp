@@ -229,8 +229,7 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
     // the mask head reads x1 rows where its fold cannot be used: form them (rare)
     bool direct = false;
     for (int64_t r = 0; r < B * N && !direct; ++r)
-      for (const float* st : {st0.p, st1.p})
-        if (!(std::abs(st[2 * r]) * st[2 * r + 1] <= kMaskHeadFoldMaxMeanRatio)) direct = true;
+      for (const float* st : {st0.p, st1.p}) direct |= !mask_head_fold_row_ok(st + 2 * r);
     if (direct) proj_materialize_x1(exact, B, P0.p, P1.p, xb.p);
   } else {
     const ImageToTokenRows i2t1(ia1);
@@ -305,7 +304,7 @@ void cached_decoder_fold_image(const DecoderDims& d, const float* packed, const 
       gemm_wt(c, wv, xc.p, C, rows, 0, C, 0, Di, out + 2 * Di, W);       // Vc
     }
   }
-  if (proj_pass_applies(N, 8, 1, 1)) proj_pass_image(c, p, x0, pe, N, kv + N * W);  // the projection pass's block
+  if (proj_image_applies(N)) proj_pass_image(c, p, x0, pe, N, kv + N * W);  // the projection pass's block
 }
 
 }  // namespace samfast::cpu

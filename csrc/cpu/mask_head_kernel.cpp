@@ -203,16 +203,12 @@ SAMFAST_AVX512 void fold_combine_avx512(const MaskHeadFold& f, int64_t N1p, cons
 }
 #endif
 
-// The folded form subtracts m * k from a sum that contains m * k, so it loses precision on rows whose LayerNorm
-// mean is large next to their spread: |m| * rstd bounds the loss (relative error ~ |m| * rstd * 6e-8), for each
-// of the two LayerNorms separately. Tiles with a row past this bound take the direct product instead.
-constexpr float kMaxFoldMeanRatio = kMaskHeadFoldMaxMeanRatio;
-
+// Tiles with a row that fails mask_head_fold_row_ok (either LayerNorm) take the direct product instead.
 bool fold_ok(const MaskHeadArgs& a, int64_t b, int64_t q0, int64_t P) {
   const int64_t row = b * a.h * a.w + q0;
   for (const float* st : {a.fold->st0, a.fold->st1})
     for (int64_t p = 0; p < P; ++p)
-      if (!(std::abs(st[2 * (row + p)]) * st[2 * (row + p) + 1] <= kMaxFoldMeanRatio)) return false;  // NaN too
+      if (!mask_head_fold_row_ok(st + 2 * (row + p))) return false;
   return true;
 }
 

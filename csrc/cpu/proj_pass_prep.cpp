@@ -30,11 +30,11 @@ std::vector<float> centred(const float* v, int64_t C) {
 }
 
 // Vectors that depend on the weights only (see proj_pass_kernel.h): b0c = J b0, gb0 = g0 b0c, zb0 = J gb0,
-// vb = J (beta0 + b1).
+// vb = J (beta0 + b1), and g1 zb0, g1 vb (the final attention's sides of the last two).
 struct WeightVectors {
-  std::vector<float> b0c, gb0, zb0, vb;
+  std::vector<float> b0c, gb0, zb0, vb, zb0g1, vbg1;
   WeightVectors(const DecoderParams& p, int64_t C) {
-    const float *g0 = p.layers[0].n4.w, *beta0 = p.layers[0].n4.b;
+    const float *g0 = p.layers[0].n4.w, *beta0 = p.layers[0].n4.b, *g1 = p.layers[1].n4.w;
     b0c = centred(p.layers[0].i2t.o.b, C);
     gb0.resize(C);
     for (int64_t k = 0; k < C; ++k) gb0[k] = g0[k] * b0c[k];
@@ -42,6 +42,12 @@ struct WeightVectors {
     std::vector<float> s(C);
     for (int64_t k = 0; k < C; ++k) s[k] = beta0[k] + p.layers[1].i2t.o.b[k];
     vb = centred(s.data(), C);
+    zb0g1.resize(C);
+    vbg1.resize(C);
+    for (int64_t k = 0; k < C; ++k) {
+      zb0g1[k] = g1[k] * zb0[k];
+      vbg1[k] = g1[k] * vb[k];
+    }
   }
 };
 
@@ -95,8 +101,10 @@ void gram_upper(Isa isa, const float* Y, const float* YT, int64_t n, int64_t C, 
 
 }  // namespace
 
+bool proj_image_applies(int64_t N) { return N > 0 && N % kBlock == 0; }
+
 bool proj_pass_applies(int64_t N, int64_t H, int64_t T, int64_t Tu) {
-  return N > 0 && N % kBlock == 0 && T >= 1 && T <= kProjSlots && Tu >= 1 && Tu <= kProjSlots && (H * T) % 8 == 0;
+  return proj_image_applies(N) && T >= 1 && T <= kProjSlots && Tu >= 1 && Tu <= kProjSlots && (H * T) % 8 == 0;
 }
 
 void proj_pass_image(const Ctx& c, const DecoderParams& p, const float* x0, const float* pe, int64_t N, float* out) {
@@ -218,15 +226,11 @@ void proj_pass_prompts(const Ctx& c, const DecoderParams& p, const ProjDims& d, 
   const int64_t B = c.B, C = c.C, H = d.H, dh = d.dh, Di = H * dh, T = d.T, Tu = d.Tu, HT = d.ht(), HT2 = 2 * HT;
   const int64_t HUp = d.hup(), W0 = d.w0_rows(), W1 = d.w1_rows();
   const float scale = 1.f / std::sqrt(static_cast<float>(dh));
-  const float *g0 = p.layers[0].n4.w, *beta0 = p.layers[0].n4.b, *g1 = p.layers[1].n4.w, *beta1 = p.layers[1].n4.b;
+  const float *g0 = p.layers[0].n4.w, *beta0 = p.layers[0].n4.b, *beta1 = p.layers[1].n4.b;
   const float* bkf = p.final_attn.k.b;
   const WeightVectors wv(p, C);
-  std::vector<float> zb0g1(C), vbg1(C), wvec(C);
-  for (int64_t k = 0; k < C; ++k) {
-    zb0g1[k] = g1[k] * wv.zb0[k];
-    vbg1[k] = g1[k] * wv.vb[k];
-    wvec[k] = g0[k] * wv.vb[k];
-  }
+  std::vector<float> wvec(C);
+  for (int64_t k = 0; k < C; ++k) wvec[k] = g0[k] * wv.vb[k];
   float mean_b = 0.f;
   for (int64_t k = 0; k < C; ++k) mean_b += beta0[k] + p.layers[1].i2t.o.b[k];
   mean_b /= static_cast<float>(C);
@@ -292,8 +296,8 @@ void proj_pass_prompts(const Ctx& c, const DecoderParams& p, const ProjDims& d, 
       for (int64_t u = 0; u < Tu; ++u) {
         const int64_t q = h * Tu + u;
         const float* uk = in.ukf + (b * H * Tu + q) * C;
-        v.f0[q] = dot(zb0g1.data(), uk, C);
-        v.f1[q] = dot(vbg1.data(), uk, C);
+        v.f0[q] = dot(wv.zb0g1.data(), uk, C);
+        v.f1[q] = dot(wv.vbg1.data(), uk, C);
         float bq = 0.f;
         for (int64_t dd = 0; dd < dh; ++dd) bq += bkf[h * dh + dd] * in.qf[(b * Tu + u) * Di + h * dh + dd];
         v.f2[q] = dot(beta1, uk, C) + bq * scale;
@@ -316,13 +320,9 @@ void proj_pass_finish(const Ctx& c, const DecoderParams& p, const ProjDims& d, c
                       const float* acc, float* z, float* extra) {
   const int64_t B = c.B, C = c.C, H = d.H, dh = d.dh, Di = H * dh, Tu = d.Tu, HT = d.ht(), HU = d.hu();
   const int64_t HUq = d.acc_cols(), rows = d.acc_rows();
-  const float *g1 = p.layers[1].n4.w, *beta1 = p.layers[1].n4.b;
+  const float* beta1 = p.layers[1].n4.b;
   const WeightVectors wv(p, C);
-  std::vector<float> zb0g1(C), vbg1(C);
-  for (int64_t k = 0; k < C; ++k) {
-    zb0g1[k] = g1[k] * wv.zb0[k];
-    vbg1[k] = g1[k] * wv.vb[k];
-  }
+
 #pragma omp parallel for schedule(static) if (B > 1)
   for (int64_t b = 0; b < B; ++b) {
     const float *Z0g1 = rows_g1 + b * 2 * HT * C, *R1g1 = Z0g1 + HT * C;
@@ -334,7 +334,7 @@ void proj_pass_finish(const Ctx& c, const DecoderParams& p, const ProjDims& d, c
     float* zb = z + b * HU * C;
     for (int64_t q = 0; q < HU; ++q) {
       const float srr = ab[(Di + 2 * HT) * HUq + q], sr = ab[(Di + 2 * HT + 1) * HUq + q];
-      for (int64_t k = 0; k < C; ++k) zb[q * C + k] = beta1[k] + srr * zb0g1[k] + sr * vbg1[k];
+      for (int64_t k = 0; k < C; ++k) zb[q * C + k] = beta1[k] + srr * wv.zb0g1[k] + sr * wv.vbg1[k];
     }
     gemm(c.isa, V.p, 2 * HT, HU, HT, Z0g1, C, C, zb, C);
     gemm(c.isa, V.p + HT, 2 * HT, HU, HT, R1g1, C, C, zb, C);

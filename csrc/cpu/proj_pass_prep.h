@@ -11,6 +11,8 @@ namespace samfast::cpu {
 // Whether the whole-decoder kernel runs its second pass through proj_pass_cpu: needs the per-image block (N a
 // multiple of the pass's 32-pixel tiles), at most 8 tokens (the per-head rows) and H T a multiple of 8.
 bool proj_pass_applies(int64_t N, int64_t H, int64_t T, int64_t Tu);
+// Whether fold_image writes the per-image block (the first condition above).
+bool proj_image_applies(int64_t N);
 
 // Per-image block [N / 32, proj_image_width(Di), 32] (pixel blocks, feature-major) from x0 [N, C] and pe [N, C].
 void proj_pass_image(const decoder_steps::Ctx& c, const DecoderParams& p, const float* x0, const float* pe, int64_t N,
