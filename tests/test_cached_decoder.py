@@ -128,6 +128,16 @@ def test_folded_first_convt_matches_unfolded(models, simd):
         ops.cached_mask_decoder(*args, g=c.g[:-8])
 
 
+def _prompt_args(ours, emb, pts, lbl, boxes, multimask=True):
+    """ops.cached_mask_decoder's arguments for these prompts on image embedding emb, and the cache's g."""
+    fd = FastMaskDecoder(ours)
+    c = fd.prepare(emb)
+    with torch.no_grad():
+        sparse, _ = ours.prompt_encoder(points=(pts, lbl) if pts is not None else None, boxes=boxes, masks=None)
+        tokens = ours.mask_decoder.assemble_tokens(sparse)
+    return (tokens, c.x0, c.pe, c.k0, c.v0, c.q0, c.packed, fd._dims, c.hw, multimask), c.g
+
+
 def test_folded_first_convt_keeps_precision_for_large_row_means(models):
     """Image tokens whose mean over channels is large next to their spread would cancel badly in the folded
     form (it subtracts mean * colsum); such tiles take the direct product, so the result stays accurate."""
@@ -135,16 +145,11 @@ def test_folded_first_convt_keeps_precision_for_large_row_means(models):
     g = torch.Generator().manual_seed(22)
     emb = torch.randn(1, 256, 16, 16, generator=g)
     emb[..., :6, :] = emb[..., :6, :] * 0.01 + 300.0  # the first 6 grid rows: mean 300, spread 0.01
-    fd = FastMaskDecoder(ours)
-    c = fd.prepare(emb)
     pts, lbl, _ = _prompts("points", 2, g)
     pts = pts[:, :1]  # one point: T = 7 tokens, the fold applies
     lbl = lbl[:, :1]
-    with torch.no_grad():
-        sparse, _ = ours.prompt_encoder(points=(pts, lbl), boxes=None, masks=None)
-        tokens = ours.mask_decoder.assemble_tokens(sparse)
-    args = (tokens, c.x0, c.pe, c.k0, c.v0, c.q0, c.packed, fd._dims, c.hw, True)
-    plain, folded = ops.cached_mask_decoder(*args), ops.cached_mask_decoder(*args, g=c.g)
+    args, g_img = _prompt_args(ours, emb, pts, lbl, None)
+    plain, folded = ops.cached_mask_decoder(*args), ops.cached_mask_decoder(*args, g=g_img)
     low64, _ = _official(official, emb, pts, lbl, None, True, torch.float64)
     assert rel_err(folded[0], low64) <= 2 * rel_err(plain[0], low64) + 1e-6
     assert not torch.equal(folded[0], plain[0])  # the other tiles did run folded
@@ -158,20 +163,15 @@ def test_projection_passes_exact_rows(models, monkeypatch):
     official, ours = models
     g = torch.Generator().manual_seed(23)
     emb = torch.randn(1, 256, 16, 16, generator=g)
-    fd = FastMaskDecoder(ours)
-    c = fd.prepare(emb)
     pts, lbl, boxes = _prompts("both", 2, g)
     pts, lbl = pts[:, :1], lbl[:, :1]  # one point + a box: T = 8 tokens
-    with torch.no_grad():
-        sparse, _ = ours.prompt_encoder(points=(pts, lbl), boxes=boxes, masks=None)
-        tokens = ours.mask_decoder.assemble_tokens(sparse)
-    assert tokens.shape[1] == 8
+    args, g_img = _prompt_args(ours, emb, pts, lbl, boxes)
+    assert args[0].shape[1] == 8
     low64, iou64 = _official(official, emb, pts, lbl, boxes, True, torch.float64)
-    args = (tokens, c.x0, c.pe, c.k0, c.v0, c.q0, c.packed, fd._dims, c.hw, True)
     monkeypatch.delenv("SAMFAST_PROJ_EXACT", raising=False)
-    expanded = ops.cached_mask_decoder(*args, g=c.g)
+    expanded = ops.cached_mask_decoder(*args, g=g_img)
     monkeypatch.setenv("SAMFAST_PROJ_EXACT", "1")
-    exact = ops.cached_mask_decoder(*args, g=c.g)
+    exact = ops.cached_mask_decoder(*args, g=g_img)
     assert not torch.equal(exact[0], expanded[0])  # the other path did run
     for low, iou in (expanded, exact):
         assert rel_err(low, low64) < 1e-5 and rel_err(iou, iou64) < 1e-5
@@ -191,15 +191,10 @@ def test_projection_passes_keep_precision_for_large_row_means():
     g = torch.Generator().manual_seed(5)
     emb = torch.randn(1, 256, 16, 16, generator=g)
     emb[..., :5, :] = emb[..., :5, :] * 0.1 + 3000.0
-    fd = FastMaskDecoder(ours)
-    c = fd.prepare(emb)
     pts, lbl, boxes = _prompts("both", 2, g)
     pts, lbl = pts[:, :1], lbl[:, :1]  # T = 8: the projection passes apply
-    with torch.no_grad():
-        sparse, _ = ours.prompt_encoder(points=(pts, lbl), boxes=boxes, masks=None)
-        tokens = ours.mask_decoder.assemble_tokens(sparse)
-    args = (tokens, c.x0, c.pe, c.k0, c.v0, c.q0, c.packed, fd._dims, c.hw, True)
-    plain, projected = ops.cached_mask_decoder(*args), ops.cached_mask_decoder(*args, g=c.g)
+    args, g_img = _prompt_args(ours, emb, pts, lbl, boxes)
+    plain, projected = ops.cached_mask_decoder(*args), ops.cached_mask_decoder(*args, g=g_img)
     low64, _ = _official(official, emb, pts, lbl, boxes, True, torch.float64)
     assert rel_err(projected[0], low64) <= 2 * rel_err(plain[0], low64) + 1e-6
 
