@@ -113,16 +113,25 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
     c01b.alloc(2 * B * n1p, false);  // c0b [B, n1p], then c1b [B, n1p]
   }
   // M0 (layer 0, Aw = A'') or M1 (layer 1, Aw = A') of every prompt; after layer 1, the MaskHeadFold operands
+  // (the GEMM's column panels are split over the threads: with one prompt, it would otherwise run on one)
+  constexpr int64_t kFoldCols = 64;
+  const int64_t fold_parts = (n1p + kFoldCols - 1) / kFoldCols;
   auto fold_update = [&](const float* R /* [B, HT, C] */, const float* Aw /* [C, n1p] */, int64_t layer) {
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t part = 0; part < fold_parts; ++part) {
+        const int64_t j0 = part * kFoldCols, nj = std::min(kFoldCols, n1p - j0);
+        float* M = M01.p + (b * 2 + layer) * HT * n1p + j0;
+        for (int64_t r = 0; r < HT; ++r) std::fill(M + r * n1p, M + r * n1p + nj, 0.f);
+        gemm(c.isa, R + b * HT * C, C, HT, C, Aw + j0, n1p, nj, M, n1p);
+      }
+    if (layer == 1)
 #pragma omp parallel for schedule(static) if (B > 1)
-    for (int64_t b = 0; b < B; ++b) {
-      float* M = M01.p + (b * 2 + layer) * HT * n1p;
-      std::fill(M, M + HT * n1p, 0.f);
-      gemm(c.isa, R + b * HT * C, C, HT, C, Aw, n1p, n1p, M, n1p);
-      if (layer == 1)
+      for (int64_t b = 0; b < B; ++b) {
+        const float* M = M01.p + (b * 2 + 1) * HT * n1p;
         mask_head_fold_prepare(M - HT * n1p, M, H, T, n1p, p.fold.c0, p.fold.c1, Mfold.p + b * 2 * Kf * n1p,
                                c01b.p + b * n1p, c01b.p + (B + b) * n1p);
-    }
+      }
   };
   ImageToTokenArgs ia0 = a.dense ? i2t_prepare(c, L0.i2t, L0.n4, xd.p, B, a.pe, nullptr, N, qt, q.p, T, xb.p, iw)
                                  : i2t_prepare(c, L0.i2t, L0.n4, a.x0, 1, a.pe, a.q0, N, qt, q.p, T, xb.p, iw);

@@ -256,8 +256,15 @@ void proj_pass_prompts(const Ctx& c, const DecoderParams& p, const ProjDims& d, 
     UkfT.alloc(C * HUp);  // zeroed: queries past H Tu
     for (int64_t q = 0; q < H * Tu; ++q)
       for (int64_t k = 0; k < C; ++k) UkfT.p[k * HUp + q] = in.ukf[(b * H * Tu + q) * C + k];
+    // W0 (section 1) and W1 + the vectors (section 2) are independent: with one prompt they run on two threads
+    AlignedFloats Wm1;
+    Wm.alloc(std::max(HT * W0, HT2 * HT2));
+    Wm1.alloc(HT * W1);
+#pragma omp parallel sections if (B == 1)
+    {
+#pragma omp section
+    {
     // W0 [HT, W0] = M1 | F0 | vectors, stored transposed
-    Wm.alloc(std::max({HT * W0, HT * W1, HT2 * HT2}));
     gemm(c.isa, pr.R0g.p, C, HT, C, in.u1 + b * C * HT, HT, HT, Wm.p, W0);
     gemm(c.isa, pr.Z0g1.p, C, HT, C, UkfT.p, HUp, HUp, Wm.p + HT, W0);
     for (int64_t j = 0; j < HT; ++j) {
@@ -270,20 +277,19 @@ void proj_pass_prompts(const Ctx& c, const DecoderParams& p, const ProjDims& d, 
       vc[2] = dot(rg, wv.vb.data(), C);               // R0c . (g0 vb)
     }
     transpose(Wm.p, HT, W0, v.w0);
+    }
+#pragma omp section
+    {
     // W1 [HT, W1] = F1 | vectors
-    std::fill(Wm.p, Wm.p + HT * W1, 0.f);
-    gemm(c.isa, pr.R1g1.p, C, HT, C, UkfT.p, HUp, HUp, Wm.p, W1);
+    std::fill(Wm1.p, Wm1.p + HT * W1, 0.f);
+    gemm(c.isa, pr.R1g1.p, C, HT, C, UkfT.p, HUp, HUp, Wm1.p, W1);
     for (int64_t j = 0; j < HT; ++j) {
-      float* vc = Wm.p + j * W1 + W1 - 8;
+      float* vc = Wm1.p + j * W1 + W1 - 8;
       vc[0] = pr.r1mean[j];
       vc[1] = dot(pr.R1c + j * C, wv.vb.data(), C);
       vc[2] = dot(pr.R1c + j * C, wv.gb0.data(), C);
     }
-    transpose(Wm.p, HT, W1, v.w1);
-    // U: the Gram matrix Y Y^T of [Z0; R1c] as its upper triangle, off-diagonal doubled
-    gram_upper(c.isa, pr.Y.p, YT.p, HT2, C, Wm.p, B == 1);
-    for (int64_t i = 0; i < HT2; ++i)
-      for (int64_t j = 0; j < HT2; ++j) v.uq[i * HT2 + j] = j < i ? 0.f : (j == i ? 1.f : 2.f) * Wm.p[i * HT2 + j];
+    transpose(Wm1.p, HT, W1, v.w1);
     for (int64_t j = 0; j < HT; ++j) v.c2[j] = in.cb1[b * HT + j];
     for (int64_t k = 0; k < C; ++k) {  // c1 = gb0 . u1, c2 = beta0 . u1 + cb1 (u1 rows are contiguous in j)
       const float* u = in.u1 + (b * C + k) * HT;
@@ -302,6 +308,12 @@ void proj_pass_prompts(const Ctx& c, const DecoderParams& p, const ProjDims& d, 
         for (int64_t dd = 0; dd < dh; ++dd) bq += bkf[h * dh + dd] * in.qf[(b * Tu + u) * Di + h * dh + dd];
         v.f2[q] = dot(beta1, uk, C) + bq * scale;
       }
+    }
+    }
+    // U: the Gram matrix Y Y^T of [Z0; R1c] as its upper triangle, off-diagonal doubled
+    gram_upper(c.isa, pr.Y.p, YT.p, HT2, C, Wm.p, B == 1);
+    for (int64_t i = 0; i < HT2; ++i)
+      for (int64_t j = 0; j < HT2; ++j) v.uq[i * HT2 + j] = j < i ? 0.f : (j == i ? 1.f : 2.f) * Wm.p[i * HT2 + j];
     v.s[0] = dot(wv.b0c.data(), g0, C);             // b0c . g0
     v.s[1] = dot(wv.zb0.data(), wv.zb0.data(), C);  // b0c^T S b0c
     v.s[2] = dot(wv.b0c.data(), wvec.data(), C);    // b0c . w
