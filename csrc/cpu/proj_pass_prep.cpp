@@ -280,8 +280,7 @@ void proj_pass_prompts(const Ctx& c, const DecoderParams& p, const ProjDims& d, 
     }
 #pragma omp section
     {
-    // W1 [HT, W1] = F1 | vectors
-    std::fill(Wm1.p, Wm1.p + HT * W1, 0.f);
+    // W1 [HT, W1] = F1 | vectors (Wm1 zeroed by its alloc)
     gemm(c.isa, pr.R1g1.p, C, HT, C, UkfT.p, HUp, HUp, Wm1.p, W1);
     for (int64_t j = 0; j < HT; ++j) {
       float* vc = Wm1.p + j * W1 + W1 - 8;
