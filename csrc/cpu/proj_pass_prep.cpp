@@ -263,51 +263,51 @@ void proj_pass_prompts(const Ctx& c, const DecoderParams& p, const ProjDims& d, 
 #pragma omp parallel sections if (B == 1)
     {
 #pragma omp section
-    {
-    // W0 [HT, W0] = M1 | F0 | vectors, stored transposed
-    gemm(c.isa, pr.R0g.p, C, HT, C, in.u1 + b * C * HT, HT, HT, Wm.p, W0);
-    gemm(c.isa, pr.Z0g1.p, C, HT, C, UkfT.p, HUp, HUp, Wm.p + HT, W0);
-    for (int64_t j = 0; j < HT; ++j) {
-      float* vc = Wm.p + j * W0 + W0 - 8;
-      const float* rg = pr.R0g.p + j * C;
-      float sum = 0.f;
-      for (int64_t k = 0; k < C; ++k) sum += rg[k];
-      vc[0] = sum;                                    // R0c . g0
-      vc[1] = dot(pr.Z0 + j * C, wv.zb0.data(), C);   // R0c S b0c
-      vc[2] = dot(rg, wv.vb.data(), C);               // R0c . (g0 vb)
-    }
-    transpose(Wm.p, HT, W0, v.w0);
-    }
+      {
+        // W0 [HT, W0] = M1 | F0 | vectors, stored transposed
+        gemm(c.isa, pr.R0g.p, C, HT, C, in.u1 + b * C * HT, HT, HT, Wm.p, W0);
+        gemm(c.isa, pr.Z0g1.p, C, HT, C, UkfT.p, HUp, HUp, Wm.p + HT, W0);
+        for (int64_t j = 0; j < HT; ++j) {
+          float* vc = Wm.p + j * W0 + W0 - 8;
+          const float* rg = pr.R0g.p + j * C;
+          float sum = 0.f;
+          for (int64_t k = 0; k < C; ++k) sum += rg[k];
+          vc[0] = sum;                                    // R0c . g0
+          vc[1] = dot(pr.Z0 + j * C, wv.zb0.data(), C);   // R0c S b0c
+          vc[2] = dot(rg, wv.vb.data(), C);               // R0c . (g0 vb)
+        }
+        transpose(Wm.p, HT, W0, v.w0);
+      }
 #pragma omp section
-    {
-    // W1 [HT, W1] = F1 | vectors (Wm1 zeroed by its alloc)
-    gemm(c.isa, pr.R1g1.p, C, HT, C, UkfT.p, HUp, HUp, Wm1.p, W1);
-    for (int64_t j = 0; j < HT; ++j) {
-      float* vc = Wm1.p + j * W1 + W1 - 8;
-      vc[0] = pr.r1mean[j];
-      vc[1] = dot(pr.R1c + j * C, wv.vb.data(), C);
-      vc[2] = dot(pr.R1c + j * C, wv.gb0.data(), C);
-    }
-    transpose(Wm1.p, HT, W1, v.w1);
-    for (int64_t j = 0; j < HT; ++j) v.c2[j] = in.cb1[b * HT + j];
-    for (int64_t k = 0; k < C; ++k) {  // c1 = gb0 . u1, c2 = beta0 . u1 + cb1 (u1 rows are contiguous in j)
-      const float* u = in.u1 + (b * C + k) * HT;
-      for (int64_t j = 0; j < HT; ++j) {
-        v.c1[j] += wv.gb0[k] * u[j];
-        v.c2[j] += beta0[k] * u[j];
+      {
+        // W1 [HT, W1] = F1 | vectors (Wm1 zeroed by its alloc)
+        gemm(c.isa, pr.R1g1.p, C, HT, C, UkfT.p, HUp, HUp, Wm1.p, W1);
+        for (int64_t j = 0; j < HT; ++j) {
+          float* vc = Wm1.p + j * W1 + W1 - 8;
+          vc[0] = pr.r1mean[j];
+          vc[1] = dot(pr.R1c + j * C, wv.vb.data(), C);
+          vc[2] = dot(pr.R1c + j * C, wv.gb0.data(), C);
+        }
+        transpose(Wm1.p, HT, W1, v.w1);
+        for (int64_t j = 0; j < HT; ++j) v.c2[j] = in.cb1[b * HT + j];
+        for (int64_t k = 0; k < C; ++k) {  // c1 = gb0 . u1, c2 = beta0 . u1 + cb1 (u1 rows are contiguous in j)
+          const float* u = in.u1 + (b * C + k) * HT;
+          for (int64_t j = 0; j < HT; ++j) {
+            v.c1[j] += wv.gb0[k] * u[j];
+            v.c2[j] += beta0[k] * u[j];
+          }
+        }
+        for (int64_t h = 0; h < H; ++h)
+          for (int64_t u = 0; u < Tu; ++u) {
+            const int64_t q = h * Tu + u;
+            const float* uk = in.ukf + (b * H * Tu + q) * C;
+            v.f0[q] = dot(wv.zb0g1.data(), uk, C);
+            v.f1[q] = dot(wv.vbg1.data(), uk, C);
+            float bq = 0.f;
+            for (int64_t dd = 0; dd < dh; ++dd) bq += bkf[h * dh + dd] * in.qf[(b * Tu + u) * Di + h * dh + dd];
+            v.f2[q] = dot(beta1, uk, C) + bq * scale;
+          }
       }
-    }
-    for (int64_t h = 0; h < H; ++h)
-      for (int64_t u = 0; u < Tu; ++u) {
-        const int64_t q = h * Tu + u;
-        const float* uk = in.ukf + (b * H * Tu + q) * C;
-        v.f0[q] = dot(wv.zb0g1.data(), uk, C);
-        v.f1[q] = dot(wv.vbg1.data(), uk, C);
-        float bq = 0.f;
-        for (int64_t dd = 0; dd < dh; ++dd) bq += bkf[h * dh + dd] * in.qf[(b * Tu + u) * Di + h * dh + dd];
-        v.f2[q] = dot(beta1, uk, C) + bq * scale;
-      }
-    }
     }
     // U: the Gram matrix Y Y^T of [Z0; R1c] as its upper triangle, off-diagonal doubled
     gram_upper(c.isa, pr.Y.p, YT.p, HT2, C, Wm.p, B == 1);
