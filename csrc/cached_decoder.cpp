@@ -17,6 +17,7 @@
 
 #include "cpu/cached_decoder_kernel.h"
 #include "cpu/cached_decoder_params.h"
+#include "decoder_ops.h"
 #include "op_registry.h"
 #include "tensor_ref.h"
 #include "cpu_kernel_scope.h"
@@ -74,7 +75,9 @@ void pack_op(const std::vector<TensorRef>& weights, const std::vector<int64_t>& 
   cpu::pack_decoder_params(d, ptrs, packed.data<float>());
 }
 
-void forward_op(const TensorRef& tokens,  // [B, T, C]
+}  // namespace
+
+void cached_decoder_cpu_op(const TensorRef& tokens,  // [B, T, C]
                 const TensorRef& x0,      // [1, N, C]
                 const TensorRef& pe,      // [1, N, C]
                 const TensorRef& k0,      // [H, Di/H, N]
@@ -132,6 +135,8 @@ void forward_op(const TensorRef& tokens,  // [B, T, C]
   cpu::cached_decoder_cpu(a);
 }
 
+namespace {
+
 void fold_image_op(const TensorRef& x0,      // [1, N, C]
                    const TensorRef& pe,      // [1, N, C]
                    const TensorRef& packed,  // [packed_numel(dims)]
@@ -159,7 +164,7 @@ void bind(py::module_& m) {
         py::arg("dims"), "Number of float32 values of the packed decoder parameters.");
   m.def("cached_decoder_pack_cpu", &pack_op, py::arg("weights"), py::arg("dims"), py::arg("packed"),
         "Pack the mask decoder's parameters (weight, bias per entry of cached_decoder_param_entries) into `packed`.");
-  m.def("cached_decoder_cpu", &forward_op, py::arg("tokens"), py::arg("x0"), py::arg("pe"), py::arg("k0"),
+  m.def("cached_decoder_cpu", &cached_decoder_cpu_op, py::arg("tokens"), py::arg("x0"), py::arg("pe"), py::arg("k0"),
         py::arg("v0"), py::arg("q0"), py::arg("features"), py::arg("dense"), py::arg("packed"), py::arg("dims"), py::arg("h"), py::arg("w"),
         py::arg("multimask"), py::arg("eps"), py::arg("eps2d"), py::arg("masks"), py::arg("iou"), py::arg("g"),
         "Whole SAM mask decoder on a cached image (float32 CPU; dense = mask prompt embedding, or numel 0): writes low-res mask "

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "cpu/postprocess_masks_kernel.h"
+#include "decoder_ops.h"
 #include "op_checks.h"
 #include "op_registry.h"
 #include "tensor_ref.h"
@@ -14,7 +15,6 @@
 namespace py = pybind11;
 
 namespace samfast {
-namespace {
 
 void postprocess_masks_cpu_op(const TensorRef& masks,  // [B, M, h, w] float32 / bfloat16
                               const TensorRef& out,    // [B, M, H0, W0] masks' dtype, or bool if binarize
@@ -41,6 +41,8 @@ void postprocess_masks_cpu_op(const TensorRef& masks,  // [B, M, h, w] float32 /
   CpuKernelScope scope;  // no GIL, samfast's thread count
   cpu::postprocess_masks_cpu(a);
 }
+
+namespace {
 
 void postprocess_masks_stats_cpu_op(const TensorRef& masks,      // [N, h, w] float32 low-res logits
                                     const TensorRef& out,        // [N, H0, W0] bool: value > threshold

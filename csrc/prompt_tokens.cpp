@@ -4,13 +4,13 @@
 #include <pybind11/pybind11.h>
 
 #include "cpu/prompt_tokens_kernel.h"
+#include "decoder_ops.h"
 #include "op_registry.h"
 #include "tensor_ref.h"
 
 namespace py = pybind11;
 
 namespace samfast {
-namespace {
 
 void prompt_tokens_cpu_op(const TensorRef& coords,       // [B, Np, 2]  (Np may be 0)
                           const TensorRef& labels,       // [B, Np]     int64
@@ -59,6 +59,8 @@ void prompt_tokens_cpu_op(const TensorRef& coords,       // [B, Np, 2]  (Np may 
   a.out = out.data<float>();
   cpu::prompt_tokens_cpu(a);  // a few microseconds: keeps the GIL, no threads
 }
+
+namespace {
 
 void bind(py::module_& m) {
   m.def("prompt_tokens_cpu", &prompt_tokens_cpu_op, py::arg("coords"), py::arg("labels"), py::arg("boxes"),

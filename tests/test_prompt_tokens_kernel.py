@@ -85,7 +85,7 @@ def test_float64_coords_take_the_reference(models):
 
 
 def test_predict_paths_use_it_and_match_official(models):
-    """predict (numpy) runs FastMaskDecoder.predict_cpu (three _C calls), predict_torch runs ops.prompt_tokens +
+    """predict (numpy) runs FastMaskDecoder.prompt_predictor's one _C call, predict_torch runs ops.prompt_tokens +
     the whole-decoder op: both as the official predictor."""
     official, ours = models
     import segment_anything as sa
@@ -97,8 +97,18 @@ def test_predict_paths_use_it_and_match_official(models):
     pts, lbs, box = np.array([[120.0, 80.0], [10.0, 150.0]]), np.array([1, 0]), np.array([30, 20, 250, 180.0])
     fd = mine._fast_decoder
     fast_runs, token_calls = [], []
-    orig_predict_cpu, orig_tokens = fd.predict_cpu, ops.prompt_tokens
-    fd.predict_cpu = lambda *a, **k: (lambda r: fast_runs.append(r is not None) or r)(orig_predict_cpu(*a, **k))
+    orig_pp, orig_tokens = fd.prompt_predictor, ops.prompt_tokens
+
+    class Counted:  # records whether each predict call ran in C++ (a result) or fell back (None)
+        def __init__(self, pp):
+            self.pp = pp
+
+        def predict(self, *a):
+            r = self.pp.predict(*a)
+            fast_runs.append(r is not None)
+            return r
+
+    fd.prompt_predictor = lambda *a, **k: Counted(orig_pp(*a, **k))
     samfast.ops.prompt_tokens = lambda *a, **k: token_calls.append(1) or orig_tokens(*a, **k)
     try:
         for kw in (dict(point_coords=pts, point_labels=lbs), dict(box=box),
@@ -115,7 +125,7 @@ def test_predict_paths_use_it_and_match_official(models):
         mm_, ms_, ml_ = mine.predict_torch(c, torch.as_tensor(lbs)[None])
         assert rel_err(ml_, tl) < 1e-4 and (mm_ == tm).float().mean() > 0.999
     finally:
-        fd.predict_cpu, samfast.ops.prompt_tokens = orig_predict_cpu, orig_tokens
+        fd.prompt_predictor, samfast.ops.prompt_tokens = orig_pp, orig_tokens
     assert fast_runs == [True] * 12 and len(token_calls) == 1
 
 

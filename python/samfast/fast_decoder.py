@@ -39,6 +39,7 @@ from . import ops
 from .modeling import Sam
 from .modeling.prompt_encoder import PositionEmbeddingRandom, PromptEncoder
 from .modeling.transformer import Attention
+from .utils.transforms import ResizeLongestSide
 
 
 @dataclass
@@ -55,6 +56,8 @@ class DecoderCache:
     packed: Optional[Tensor] = None  # decoder parameters for ops.cached_mask_decoder (None: op-by-op path)
     g: Optional[Tensor] = None  # ops.fold_image(x0, pe, packed): per-image products for mask-free prompts; tied to
     # this x0, pe and packed (made together in prepare())
+    prompt_predictor: Optional[tuple] = None  # (sizes, _C.PromptPredictor, the prompt weights it reads), see
+    # FastMaskDecoder.prompt_predictor
 
 
 def _t2i(attn: Attention, q_tok: Tensor, x: Tensor, pe: Tensor,
@@ -163,9 +166,12 @@ class FastMaskDecoder:
         if type(pe_mod) is not PromptEncoder or type(pe_layer) is not PositionEmbeddingRandom or \
                 "forward" in vars(pe_mod) or any(k in vars(pe_layer) for k in ("forward_with_coords", "_pe_encoding")):
             return False
-        # hooks that the official call would run: the prompt encoder's own and global ones (for points and boxes
-        # it reads its submodules' weights and calls pe_layer's methods directly, so theirs never run)
-        mm = torch.nn.modules.module
+        return self._no_prompt_hooks()
+
+    def _no_prompt_hooks(self) -> bool:
+        """No hooks that the official call would run: the prompt encoder's own and global ones (for points and boxes
+        it reads its submodules' weights and calls pe_layer's methods directly, so theirs never run)."""
+        mm, pe_mod = torch.nn.modules.module, self.sam.prompt_encoder
         if getattr(mm, "_global_forward_hooks", None) or getattr(mm, "_global_forward_pre_hooks", None):
             return False
         return not (pe_mod._forward_hooks or pe_mod._forward_pre_hooks)
@@ -187,37 +193,36 @@ class FastMaskDecoder:
         return ops.prompt_tokens(coords, labels, boxes, *self._prompt_weights(), boxes is None,
                                  self.sam.prompt_encoder.input_image_size)
 
-    def predict_cpu(self, cache: DecoderCache, coords: Optional[Tensor], labels: Optional[Tensor],
-                    boxes: Optional[Tensor], multimask_output: bool, img_size: int, input_size: Tuple[int, int],
-                    original_size: Tuple[int, int], threshold: Optional[float]) -> Optional[Tuple[Tensor, ...]]:
-        """`SamPredictor.predict`'s mask-free CPU path as three kernel calls in a row (prompt tokens, whole decoder,
-        post-processing): the kernel functions behind `prompt_tokens` + `decode_tokens` + `ops.postprocess_masks`,
-        without their wrappers' checks and dispatch in between, which cost ~0.3-0.4 ms per prompt with the caches cold after each decoder
-        call. coords [B, N, 2] float32 + labels [B, N] int64 and / or boxes [B, 4] float32, in the input frame;
-        the C++ side checks every shape. Returns (masks [B, K, H0, W0], iou [B, K], low_res [B, K, 4h, 4w]), or
-        None where this does not apply (then the general path runs)."""
-        if cache.packed is None or cache.g is None or not self._whole_kernel_ok(cache) or not self._prompt_tokens_ok():
-            return None
-        if coords is None and boxes is None:
-            return None
-        for t in (coords, boxes):
-            if t is not None and (t.dtype != torch.float32 or t.device.type != "cpu"):
+    def prompt_predictor(self, cache: DecoderCache, img_size: int, input_size: Tuple[int, int],
+                         original_size: Tuple[int, int], target_length: int):
+        """`SamPredictor.predict`'s mask-free CPU path for this image: a `_C.PromptPredictor` whose
+        `predict(point_coords, point_labels, box, multimask, threshold, binarize)` runs prompt tokens, the whole
+        decoder and post-processing in one C++ call (the kernel functions behind `prompt_tokens` + `decode_tokens` +
+        `ops.postprocess_masks`) on numpy prompts in the original frame, and returns numpy arrays. Without the
+        Python steps in between, ~0.3 ms per prompt with the caches cold after each decoder call. Made once per image
+        and size (module changes are picked up per image, as the packed decoder weights), except the hooks that the
+        official prompt encoder would run: checked on every call. None where it does not apply."""
+        key = (img_size, tuple(input_size), tuple(original_size), target_length)
+        made = cache.prompt_predictor
+        if made is not None and made[0] == key:
+            return made[1] if self.whole_decoder_kernel and self._no_prompt_hooks() else None
+        with torch.no_grad():
+            if cache.packed is None or cache.g is None or not self._whole_kernel_ok(cache) or \
+                    not self._prompt_tokens_ok():
                 return None
-        if labels is not None and labels.dtype != torch.int64:
-            return None
-        B = (coords if coords is not None else boxes).shape[0]
-        if coords is None:
-            coords, labels = torch.zeros((B, 0, 2)), torch.zeros((B, 0), dtype=torch.int64)
-        gauss, point_emb, not_a_point, iou_token, mask_tokens = self._prompt_weights()
-        img_h, img_w = (float(v) for v in self.sam.prompt_encoder.input_image_size)
-        tokens = ops._prompt_tokens_impl(coords, labels, boxes, gauss, *point_emb, not_a_point, iou_token,
-                                         mask_tokens, boxes is None, img_h, img_w)
-        low_res, iou = ops._cached_decoder_impl(tokens, cache.x0, cache.pe, cache.k0, cache.v0, cache.q0, None, None,
-                                                cache.packed, list(self._dims), *cache.hw, bool(multimask_output),
-                                                self.tr.norm_final_attn.eps, self.dec.output_upscaling[1].eps, cache.g)
-        masks = ops._postprocess_masks_impl(low_res, img_size, *input_size, *original_size,
-                                            0.0 if threshold is None else float(threshold), threshold is not None)
-        return masks, iou, low_res
+            gauss, point_emb, not_a_point, iou_token, mask_tokens = self._prompt_weights()
+        weights = [gauss, *point_emb, not_a_point, iou_token, mask_tokens]  # kept alive with the cache
+        old_h, old_w = original_size
+        new_h, new_w = ResizeLongestSide.get_preprocess_shape(old_h, old_w, target_length)
+        img_h, img_w = self.sam.prompt_encoder.input_image_size
+        ref = ops.tensor_ref
+        pp = ops._C.PromptPredictor(
+            [ref(t) for t in weights], [ref(t) for t in (cache.x0, cache.pe, cache.k0, cache.v0, cache.q0,
+                                                        cache.packed, cache.g)],
+            self._dims, *cache.hw, self.tr.norm_final_attn.eps, self.dec.output_upscaling[1].eps, float(img_h),
+            float(img_w), img_size, input_size[0], input_size[1], old_h, old_w, new_w / old_w, new_h / old_h)
+        cache.prompt_predictor = (key, pp, weights)
+        return pp
 
     @torch.no_grad()
     def __call__(self, cache: DecoderCache, sparse: Tensor, dense: Optional[Tensor],

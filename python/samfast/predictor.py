@@ -112,6 +112,14 @@ class SamPredictor:
         box 4 (XYXY), mask_input 1x256x256 logits. Returns (masks CxHxW, iou C, low_res Cx256x256)."""
         if not self.is_image_set:
             raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+        if mask_input is None and ops.get_backend() == "kernels" and self.device.type == "cpu":
+            # the mask-free CPU path in one C++ call; None where the prompts are not numpy arrays of the usual kinds
+            pp = self._fast_decoder.prompt_predictor(self._kernel_cache(), self.model.image_encoder.img_size,
+                                                     self.input_size, self.original_size, self.transform.target_length)
+            out = None if pp is None else pp.predict(point_coords, point_labels, box, bool(multimask_output),
+                                                     float(self.model.mask_threshold), not return_logits)
+            if out is not None:
+                return out
         coords_t = labels_t = box_t = mask_t = None
         dev = self.device
         if point_coords is not None or point_labels is not None:
@@ -138,17 +146,8 @@ class SamPredictor:
             if m.shape != (1, mh, mw):
                 raise ValueError(f"mask_input: expected shape 1x{mh}x{mw} (low-res logits), got {m.shape}")
             mask_t = torch.as_tensor(m, dtype=torch.float, device=dev)[None]
-        out = None
-        if mask_t is None and ops.get_backend() == "kernels" and dev.type == "cpu":
-            # one prompt on the CPU: tokens, decoder and post-processing as three C++ calls in a row
-            with torch.no_grad():
-                out = self._fast_decoder.predict_cpu(
-                    self._kernel_cache(), coords_t, labels_t.to(torch.int64) if labels_t is not None else None, box_t,
-                    multimask_output, self.model.image_encoder.img_size, self.input_size, self.original_size,
-                    None if return_logits else self.model.mask_threshold)
-        if out is None:
-            out = self.predict_torch(coords_t, labels_t, box_t, mask_t, multimask_output, return_logits=return_logits)
-        masks, iou, low_res = out
+        masks, iou, low_res = self.predict_torch(coords_t, labels_t, box_t, mask_t, multimask_output,
+                                                 return_logits=return_logits)
         return masks[0].cpu().numpy(), iou[0].float().cpu().numpy(), low_res[0].float().cpu().numpy()
 
     @torch.no_grad()
