@@ -249,21 +249,27 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   SAMFAST_PHASE("fused layer-1 image->token + final token->image");
   const float* x = xb.p;
   add_norm(c, qu, tmp.p, Ru, p.nf);
-  // IoU head on token 0 of each prompt
-  const int64_t Mp = round_up(d.M, 8);
+  // the IoU head on token 0 of each prompt and hypernetwork MLP j on mask token j (-> hyper_in [B, K, C2]): 1 + K
+  // independent MLPs, spread over the threads while each is too small for its linears to use them
+  const int64_t Mp = round_up(d.M, 8), hw_ = std::max(round_up(d.Hid, 8), C);
   float* iou_all = tu;  // [B, Mp]
-  float* h1 = hid.p;
-  float* h2 = hid.p + B * std::max(round_up(d.Hid, 8), C);
-  mlp3(c, p.iou, qu, Tu * C, B, iou_all, Mp, h1, h2);
+  AlignedFloats hyper, mlp_tmp;
+  hyper.alloc(B * K * d.C2, false);
+  mlp_tmp.alloc((1 + K) * 2 * B * hw_, false);
+  const bool heads_par = B * C * hw_ < (int64_t{1} << 18);
+#pragma omp parallel for schedule(static) if (heads_par)
+  for (int64_t k = -1; k < K; ++k) {
+    float* h1 = mlp_tmp.p + (1 + k) * 2 * B * hw_;
+    float* h2 = h1 + B * hw_;
+    if (k < 0) {
+      mlp3(c, p.iou, qu, Tu * C, B, iou_all, Mp, h1, h2);
+    } else {
+      const int64_t j = a.multimask ? 1 + k : 0;
+      mlp3(c, &p.hyper[3 * j], qu + (1 + k) * C, Tu * C, B, hyper.p + k * d.C2, K * d.C2, h1, h2);
+    }
+  }
   for (int64_t b = 0; b < B; ++b)
     for (int64_t k = 0; k < K; ++k) a.iou[b * K + k] = iou_all[b * Mp + (a.multimask ? 1 + k : 0)];
-  // hypernetwork MLP j on mask token j -> hyper_in [B, K, C2]
-  AlignedFloats hyper;
-  hyper.alloc(B * K * d.C2, false);
-  for (int64_t k = 0; k < K; ++k) {
-    const int64_t j = a.multimask ? 1 + k : 0;
-    mlp3(c, &p.hyper[3 * j], qu + (1 + k) * C, Tu * C, B, hyper.p + k * d.C2, K * d.C2, h1, h2);
-  }
   SAMFAST_PHASE("IoU head + hypernetworks");
   MaskHeadArgs m;
   m.B = B; m.h = a.h; m.w = a.w; m.C = C; m.C1 = d.C1; m.C2 = d.C2; m.M = K;
