@@ -46,6 +46,14 @@ SAMFAST_FLATTEN_BODY void ln_range_body(const TokenToImageLnArgs& a, const RowPr
     const float* P = a.p + (b * a.N + n0) * HT;
     const float* st = a.stats + (b * a.N + n0) * 2;
     const float* KV = a.kv + n0 * a.ldkv;
+    // The next tile's kv rows (per-image, from DRAM) are requested while this tile computes, a few rows per head
+    // step below: the pass stalled on reading them row by row (~12 GB/s) with the compute not overlapped.
+    const int64_t kn = n0 + kKeys < k1 ? std::min(kKeys, k1 - n0 - kKeys) : 0, per_step = (kn + 2 * H - 1) / (2 * H);
+    const float* KVn = KV + kKeys * a.ldkv;
+    auto prefetch_next = [&](int64_t step, int64_t col, int64_t width) {  // rows of step, columns [col, col + width)
+      for (int64_t j = step * per_step; j < std::min(kn, (step + 1) * per_step); ++j)
+        prefetch_rows(KVn + j * a.ldkv + col, width);
+    };
     // scores
     std::fill(S, S + kk * Q, 0.f);
     gemm(isa, P, HT, kk, HT, gT, Q, Q, S, Q);
@@ -57,8 +65,13 @@ SAMFAST_FLATTEN_BODY void ln_range_body(const TokenToImageLnArgs& a, const RowPr
       const float* kpe = KV + j * a.ldkv + a.kpe;
       float* w = Wt + j * Di;
       for (int64_t c = 0; c < Di; ++c) w[c] = r * kc[c] + kpe[c];
+      if (j < kn) prefetch_rows(KVn + j * a.ldkv + a.vc, Di);
     }
-    for (int64_t h = 0; h < H; ++h) gemm(isa, Wt + h * dh, Di, kk, dh, qT + h * dh * Tp, Tp, Tp, S + h * Tp, Q);
+    for (int64_t h = 0; h < H; ++h) {
+      prefetch_next(h, a.kc, Di);
+      prefetch_next(H + h, a.kc, Di);
+      gemm(isa, Wt + h * dh, Di, kk, dh, qT + h * dh * Tp, Tp, Tp, S + h * Tp, Q);
+    }
     online_softmax_tile(isa, S, kk, Q, Q, m, l, buf.mt.p, buf.corr.p, acc, Wa);
     // W = pi * r; the value sums
     std::fill(colsum, colsum + Q, 0.f);
@@ -68,8 +81,11 @@ SAMFAST_FLATTEN_BODY void ln_range_body(const TokenToImageLnArgs& a, const RowPr
       for (int64_t c = 0; c < Q; ++c) colsum[c] += (s[c] *= r);
     }
     for (int64_t c = 0; c < Q; ++c) acc[c * Wa + dh + HT] += colsum[c];
-    for (int64_t h = 0; h < H; ++h)
+    for (int64_t h = 0; h < H; ++h) {
+      prefetch_next(h, a.kpe, Di);
+      prefetch_next(H + h, a.kpe, Di);
       gemm<true>(isa, S + h * Tp, Q, Tp, kk, KV + a.vc + h * dh, a.ldkv, dh, acc + h * Tp * Wa, Wa);
+    }
     gemm<true>(isa, S, Q, Q, kk, P, HT, HT, acc + dh, Wa);
   }
 }
