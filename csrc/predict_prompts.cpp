@@ -1,5 +1,5 @@
 // Binding: _C.PromptPredictor -- SamPredictor.predict's mask-free CPU path for one image as one C++ call per prompt.
-// Made once per image from the decoder cache and the prompt weights (borrowed: Python keeps them alive), its
+// Made once per image from the decoder cache and the prompt weights (kept alive through its `owners`), its
 // predict(point_coords, point_labels, box, multimask, threshold, binarize) takes the user's numpy prompts in the
 // original image frame, checks them, scales them into the input frame, runs prompt_tokens_cpu_op ->
 // cached_decoder_cpu_op -> postprocess_masks_cpu_op and returns new numpy arrays (masks, iou, low_res), exactly as
@@ -9,6 +9,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <climits>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -36,14 +37,16 @@ TensorRef local_ref(const void* p, std::vector<int64_t> shape, DType dtype) {
   return t;
 }
 
-// Whether o is a C-contiguous, native-order numpy array of one of `kinds` ('f' float, 'i' signed int) with itemsize
-// 4 or 8; then *out is it.
+constexpr int kNpyAligned = 0x0100;  // NPY_ARRAY_ALIGNED
+
+// Whether o is a C-contiguous, aligned, native-order numpy array of one of `kinds` ('f' float, 'i' signed int) with
+// itemsize 4 or 8; then *out is it.
 bool plain_array(const py::object& o, const char* kinds, py::array* out) {
   if (!py::isinstance<py::array>(o)) return false;
   py::array a = py::reinterpret_borrow<py::array>(o);
   const py::dtype dt = a.dtype();
   if (std::string(kinds).find(dt.kind()) == std::string::npos || (dt.itemsize() != 4 && dt.itemsize() != 8)) return false;
-  if (!(a.flags() & py::array::c_style) || dt.byteorder() == '>') return false;
+  if (!(a.flags() & py::array::c_style) || !(a.flags() & kNpyAligned) || dt.byteorder() == '>') return false;
   *out = std::move(a);
   return true;
 }
@@ -60,12 +63,16 @@ py::array_t<T> aligned_array(const std::vector<int64_t>& shape) {
   return py::array_t<T>(shape, static_cast<T*>(p), owner);
 }
 
-double element(const py::array& a, int64_t i) {
+// Element i of a float array (plain_array with "f").
+double float_at(const py::array& a, int64_t i) {
   const void* p = a.data();
-  if (a.dtype().kind() == 'f')
-    return a.itemsize() == 8 ? static_cast<const double*>(p)[i] : static_cast<const float*>(p)[i];
-  return a.itemsize() == 8 ? static_cast<double>(static_cast<const int64_t*>(p)[i])
-                           : static_cast<double>(static_cast<const int32_t*>(p)[i]);
+  return a.itemsize() == 8 ? static_cast<const double*>(p)[i] : static_cast<const float*>(p)[i];
+}
+
+// Element i of a signed-int array (plain_array with "i").
+int64_t int_at(const py::array& a, int64_t i) {
+  const void* p = a.data();
+  return a.itemsize() == 8 ? static_cast<const int64_t*>(p)[i] : static_cast<const int32_t*>(p)[i];
 }
 
 // float32(value * scale) per value, x / y alternating: numpy's float64 product (ResizeLongestSide.apply_coords) then
@@ -74,7 +81,7 @@ std::vector<float> scaled_coords(const py::array& a, const char* name, double sx
   const int64_t n = a.size();
   std::vector<float> out(n);
   for (int64_t i = 0; i < n; ++i) {
-    const double v = element(a, i);
+    const double v = float_at(a, i);
     if (!std::isfinite(v)) throw ShapeError(std::string(name) + ": contains NaN or infinite values");
     out[i] = static_cast<float>(v * (i % 2 == 0 ? sx : sy));
   }
@@ -87,10 +94,10 @@ class PromptPredictor {
                   std::vector<TensorRef> cache,    // x0, pe, k0, v0, q0, packed, g (see cached_decoder_cpu)
                   std::vector<int64_t> dims, int64_t h, int64_t w, double eps, double eps2d, double img_h, double img_w,
                   int64_t img_size, int64_t input_h, int64_t input_w, int64_t out_h, int64_t out_w, double scale_x,
-                  double scale_y)
+                  double scale_y, py::object owners)
       : wt_(std::move(weights)), cache_(std::move(cache)), dims_(std::move(dims)), h_(h), w_(w), eps_(eps),
         eps2d_(eps2d), img_h_(img_h), img_w_(img_w), img_size_(img_size), input_h_(input_h), input_w_(input_w),
-        out_h_(out_h), out_w_(out_w), sx_(scale_x), sy_(scale_y) {
+        out_h_(out_h), out_w_(out_w), sx_(scale_x), sy_(scale_y), owners_(std::move(owners)) {
     if (wt_.size() != 8) throw ShapeError("weights: expected 8 tensors (gauss, pe0..pe3, not_a_point, iou_token, mask_tokens)");
     if (cache_.size() != 7) throw ShapeError("cache: expected 7 tensors (x0, pe, k0, v0, q0, packed, g)");
     if (dims_.size() != 8) throw ShapeError("dims: expected 8 values");
@@ -116,8 +123,11 @@ class PromptPredictor {
     const int64_t Np = has_points ? pc.shape(0) : 0;
     const std::vector<float> coords = has_points ? scaled_coords(pc, "point_coords", sx_, sy_) : std::vector<float>();
     const std::vector<float> boxes = has_box ? scaled_coords(pb, "box", sx_, sy_) : std::vector<float>();
-    std::vector<int64_t> labels(Np);  // torch.as_tensor(labels, dtype=torch.int), as the general path
-    for (int64_t i = 0; i < Np; ++i) labels[i] = static_cast<int32_t>(static_cast<int64_t>(element(pl, i)));
+    std::vector<int64_t> labels(Np);  // labels beyond int32 (torch.as_tensor(dtype=torch.int) there): the general path
+    for (int64_t i = 0; i < Np; ++i) {
+      labels[i] = int_at(pl, i);
+      if (labels[i] < INT32_MIN || labels[i] > INT32_MAX) return py::none();
+    }
 
     const int64_t M = wt_[7].size(0), C = wt_[7].size(1), K = multimask ? M - 1 : 1;
     const bool pad = !has_box;
@@ -150,17 +160,19 @@ class PromptPredictor {
   double eps_, eps2d_, img_h_, img_w_;
   int64_t img_size_, input_h_, input_w_, out_h_, out_w_;
   double sx_, sy_;
+  py::object owners_;  // the Python objects owning the tensors above: alive as long as this (and any call of it)
 };
 
 void bind(py::module_& m) {
   py::class_<PromptPredictor>(m, "PromptPredictor",
                               "SamPredictor.predict's mask-free CPU path for one image (see predict_prompts.cpp). "
-                              "Borrows every tensor it is given: the caller keeps them alive.")
+                              "Reads the tensors behind its refs; `owners` (e.g. a tuple of them) keeps them alive.")
       .def(py::init<std::vector<TensorRef>, std::vector<TensorRef>, std::vector<int64_t>, int64_t, int64_t, double,
-                    double, double, double, int64_t, int64_t, int64_t, int64_t, int64_t, double, double>(),
+                    double, double, double, int64_t, int64_t, int64_t, int64_t, int64_t, double, double, py::object>(),
            py::arg("weights"), py::arg("cache"), py::arg("dims"), py::arg("h"), py::arg("w"), py::arg("eps"),
            py::arg("eps2d"), py::arg("img_h"), py::arg("img_w"), py::arg("img_size"), py::arg("input_h"),
-           py::arg("input_w"), py::arg("out_h"), py::arg("out_w"), py::arg("scale_x"), py::arg("scale_y"))
+           py::arg("input_w"), py::arg("out_h"), py::arg("out_w"), py::arg("scale_x"), py::arg("scale_y"),
+           py::arg("owners"))
       .def("predict", &PromptPredictor::predict, py::arg("point_coords"), py::arg("point_labels"), py::arg("box"),
            py::arg("multimask"), py::arg("threshold"), py::arg("binarize"),
            "Numpy prompts in the original frame -> (masks [K, H0, W0], iou [K], low_res [K, 4h, 4w]) numpy arrays, "

@@ -140,12 +140,66 @@ def test_predictor_object_checks_its_arguments(predictor):
     fd = predictor._fast_decoder
     cache = predictor._kernel_cache()
     with pytest.raises(ValueError, match="weights: expected 8"):
-        _C.PromptPredictor([], [], fd._dims, 16, 16, 1e-5, 1e-6, 256.0, 256.0, 256, 150, 230, 150, 230, 1.0, 1.0)
+        _C.PromptPredictor([], [], fd._dims, 16, 16, 1e-5, 1e-6, 256.0, 256.0, 256, 150, 230, 150, 230, 1.0, 1.0, None)
     pp = fd.prompt_predictor(cache, 256, predictor.input_size, predictor.original_size, 256)
     assert pp.predict(None, None, None, True, 0.0, True) is None  # no prompt: the general path
+    refs = [samfast.ops.tensor_ref(t) for t in fd._prompt_weight_list()]
+    crefs = [samfast.ops.tensor_ref(t) for t in (cache.x0, cache.pe, cache.k0, cache.v0, cache.q0, cache.packed,
+                                                 cache.g)]
     with pytest.raises(ValueError, match="scale_x, scale_y"):
-        refs = [samfast.ops.tensor_ref(t) for t in cache.prompt_predictor[2]]
-        crefs = [samfast.ops.tensor_ref(t) for t in (cache.x0, cache.pe, cache.k0, cache.v0, cache.q0, cache.packed,
-                                                     cache.g)]
         _C.PromptPredictor(refs, crefs, fd._dims, *cache.hw, 1e-5, 1e-6, 256.0, 256.0, 256, 150, 230, 150, 230,
-                           float("nan"), 1.0)
+                           float("nan"), 1.0, None)
+
+
+def test_it_keeps_what_it_reads_alive(predictor):
+    """A predictor held past reset_image / set_image (another thread may do that during a call) still reads the
+    image it was made for."""
+    try:
+        want = predictor.predict(point_coords=PTS, point_labels=LBS)
+        pp = predictor._fast_decoder.prompt_predictor(predictor._kernel_cache(), 256, predictor.input_size,
+                                                      predictor.original_size, 256)
+        predictor.reset_image()
+        import gc
+        gc.collect()
+        junk = [torch.full((1 << 16,), float("nan")) for _ in range(64)]  # reuse freed memory, if any
+        got = pp.predict(PTS, LBS, None, True, 0.0, True)
+        del junk
+        for g, w in zip(got, want):
+            assert np.array_equal(g, w)
+    finally:
+        predictor.set_image(random_image(150, 230, seed=3))
+
+
+def test_replaced_prompt_weights_make_a_new_one(predictor, monkeypatch):
+    """A prompt weight given new storage (.data = ...) is read from there, as the official encoder would."""
+    emb = predictor.model.prompt_encoder.point_embeddings[1]
+    old = emb.weight.data
+    predictor.predict(point_coords=PTS, point_labels=LBS)  # a predictor made with the old storage
+    try:
+        emb.weight.data = old * 3.0
+        runs = count_fast(predictor, monkeypatch)
+        got = predictor.predict(point_coords=PTS, point_labels=LBS)
+        want = general(predictor, point_coords=PTS, point_labels=LBS)
+        assert runs == [True]
+        for g, w in zip(got, want):
+            assert np.array_equal(g, w)
+    finally:
+        emb.weight.data = old
+
+
+@pytest.mark.parametrize("labels", [np.array([1, 0, 2**32 + 1]), np.array([1, 0, -(2**40)])], ids=["big", "negative"])
+def test_labels_beyond_int32_take_the_general_path(predictor, monkeypatch, labels):
+    runs = count_fast(predictor, monkeypatch)
+    predictor.predict(point_coords=PTS, point_labels=labels)
+    assert runs == [False]
+
+
+def test_misaligned_arrays_take_the_general_path(predictor, monkeypatch):
+    misaligned = np.frombuffer(bytearray(b"\0" + PTS.tobytes()), dtype=np.float64, offset=1).reshape(PTS.shape)
+    assert not misaligned.flags.aligned
+    want = predictor.predict(point_coords=PTS, point_labels=LBS)
+    runs = count_fast(predictor, monkeypatch)
+    got = predictor.predict(point_coords=misaligned, point_labels=LBS)
+    assert runs == [False]
+    for g, w in zip(got, want):
+        assert np.array_equal(g, w)

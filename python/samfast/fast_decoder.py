@@ -56,8 +56,7 @@ class DecoderCache:
     packed: Optional[Tensor] = None  # decoder parameters for ops.cached_mask_decoder (None: op-by-op path)
     g: Optional[Tensor] = None  # ops.fold_image(x0, pe, packed): per-image products for mask-free prompts; tied to
     # this x0, pe and packed (made together in prepare())
-    prompt_predictor: Optional[tuple] = None  # (sizes, _C.PromptPredictor, the prompt weights it reads), see
-    # FastMaskDecoder.prompt_predictor
+    prompt_predictor: Optional[tuple] = None  # (key, _C.PromptPredictor), see FastMaskDecoder.prompt_predictor
 
 
 def _t2i(attn: Attention, q_tok: Tensor, x: Tensor, pe: Tensor,
@@ -157,21 +156,23 @@ class FastMaskDecoder:
 
     def _prompt_tokens_ok(self) -> bool:
         """Whether `ops.prompt_tokens` may stand in for the prompt encoder + token assembly: CPU float32 weights, no
-        gradients, no hooks that would run (the encoder's own or global ones), a prompt encoder and positional
-        encoding this mirrors (not subclassed, no patched forward / forward_with_coords / _pe_encoding)."""
-        pe_mod, w = self.sam.prompt_encoder, self.dec.iou_token.weight
+        gradients, and `_prompt_modules_ok`."""
+        w = self.dec.iou_token.weight
         if w.dtype != torch.float32 or w.device.type != "cpu" or torch.is_grad_enabled():
             return False
+        return self._prompt_modules_ok()
+
+    def _prompt_modules_ok(self) -> bool:
+        """A prompt encoder and positional encoding this mirrors (not subclassed, no patched forward /
+        forward_with_coords / _pe_encoding), and no hooks that the official call would run: the prompt encoder's own
+        and global ones (for points and boxes it reads its submodules' weights and calls pe_layer's methods directly,
+        so theirs never run)."""
+        pe_mod = self.sam.prompt_encoder
         pe_layer = pe_mod.pe_layer
         if type(pe_mod) is not PromptEncoder or type(pe_layer) is not PositionEmbeddingRandom or \
                 "forward" in vars(pe_mod) or any(k in vars(pe_layer) for k in ("forward_with_coords", "_pe_encoding")):
             return False
-        return self._no_prompt_hooks()
-
-    def _no_prompt_hooks(self) -> bool:
-        """No hooks that the official call would run: the prompt encoder's own and global ones (for points and boxes
-        it reads its submodules' weights and calls pe_layer's methods directly, so theirs never run)."""
-        mm, pe_mod = torch.nn.modules.module, self.sam.prompt_encoder
+        mm = torch.nn.modules.module
         if getattr(mm, "_global_forward_hooks", None) or getattr(mm, "_global_forward_pre_hooks", None):
             return False
         return not (pe_mod._forward_hooks or pe_mod._forward_pre_hooks)
@@ -181,6 +182,11 @@ class FastMaskDecoder:
         pe_mod, dec = self.sam.prompt_encoder, self.dec
         return [pe_mod.pe_layer.positional_encoding_gaussian_matrix, [e.weight for e in pe_mod.point_embeddings],
                 pe_mod.not_a_point_embed.weight, dec.iou_token.weight, dec.mask_tokens.weight]
+
+    def _prompt_weight_list(self) -> list:
+        """`_prompt_weights` flat: gauss, the 4 point embeddings, not_a_point, iou_token, mask_tokens."""
+        gauss, point_emb, not_a_point, iou_token, mask_tokens = self._prompt_weights()
+        return [gauss, *point_emb, not_a_point, iou_token, mask_tokens]
 
     def prompt_tokens(self, points: Optional[Tuple[Tensor, Tensor]], boxes: Optional[Tensor]) -> Optional[Tensor]:
         """The decoder's tokens [B, T, C] for mask-free prompts straight from points (coords BxNx2, labels BxN) and
@@ -199,29 +205,31 @@ class FastMaskDecoder:
         `predict(point_coords, point_labels, box, multimask, threshold, binarize)` runs prompt tokens, the whole
         decoder and post-processing in one C++ call (the kernel functions behind `prompt_tokens` + `decode_tokens` +
         `ops.postprocess_masks`) on numpy prompts in the original frame, and returns numpy arrays. Without the
-        Python steps in between, ~0.3 ms per prompt with the caches cold after each decoder call. Made once per image
-        and size (module changes are picked up per image, as the packed decoder weights), except the hooks that the
-        official prompt encoder would run: checked on every call. None where it does not apply."""
-        key = (img_size, tuple(input_size), tuple(original_size), target_length)
+        Python steps in between, ~0.25 ms less per prompt with the caches cold after each decoder call. Made per
+        image, size and prompt-weight storage (a weight replaced through `.data`, `.double()`, `load_state_dict(...,
+        assign=True)`, ... makes a new one; in-place edits are read as they are); the modules' kind and hooks are
+        checked on every call. It keeps the tensors it reads alive itself. None where it does not apply."""
+        weights = self._prompt_weight_list()
+        key = (img_size, tuple(input_size), tuple(original_size), target_length, *map(Tensor.data_ptr, weights))
         made = cache.prompt_predictor
         if made is not None and made[0] == key:
-            return made[1] if self.whole_decoder_kernel and self._no_prompt_hooks() else None
+            return made[1] if self.whole_decoder_kernel and self._prompt_modules_ok() else None
         with torch.no_grad():
             if cache.packed is None or cache.g is None or not self._whole_kernel_ok(cache) or \
                     not self._prompt_tokens_ok():
                 return None
-            gauss, point_emb, not_a_point, iou_token, mask_tokens = self._prompt_weights()
-        weights = [gauss, *point_emb, not_a_point, iou_token, mask_tokens]  # kept alive with the cache
+        if any(w.dtype != torch.float32 or w.device.type != "cpu" for w in weights):
+            return None
         old_h, old_w = original_size
         new_h, new_w = ResizeLongestSide.get_preprocess_shape(old_h, old_w, target_length)
         img_h, img_w = self.sam.prompt_encoder.input_image_size
+        tensors = (cache.x0, cache.pe, cache.k0, cache.v0, cache.q0, cache.packed, cache.g)
         ref = ops.tensor_ref
         pp = ops._C.PromptPredictor(
-            [ref(t) for t in weights], [ref(t) for t in (cache.x0, cache.pe, cache.k0, cache.v0, cache.q0,
-                                                        cache.packed, cache.g)],
-            self._dims, *cache.hw, self.tr.norm_final_attn.eps, self.dec.output_upscaling[1].eps, float(img_h),
-            float(img_w), img_size, input_size[0], input_size[1], old_h, old_w, new_w / old_w, new_h / old_h)
-        cache.prompt_predictor = (key, pp, weights)
+            [ref(t) for t in weights], [ref(t) for t in tensors], self._dims, *cache.hw,
+            self.tr.norm_final_attn.eps, self.dec.output_upscaling[1].eps, float(img_h), float(img_w), img_size,
+            input_size[0], input_size[1], old_h, old_w, new_w / old_w, new_h / old_h, (*weights, *tensors))
+        cache.prompt_predictor = (key, pp)
         return pp
 
     @torch.no_grad()
