@@ -59,6 +59,14 @@ def test_binary_masks(case, threshold, simd):
     assert torch.equal(out[clear], (ref > threshold)[clear])
 
 
+@pytest.mark.parametrize("case,threshold", [(CASES[0], 0.0), (CASES[1], 1.3), (CASES[4], -0.7)], ids=str)
+def test_binary_masks_are_the_logits_thresholded(case, threshold, simd):
+    """The fused threshold (a separate code path per SIMD level) gives exactly float output > threshold."""
+    m, _ = masks_and_reference(case, 0)
+    logits = run_op(m.float(), *case[4:])
+    assert torch.equal(run_op(m.float(), *case[4:], threshold), logits > threshold)
+
+
 @pytest.mark.parametrize("case", CASES[1:4], ids=str)
 def test_bf16(case, simd):
     B, M, h, w, img, inp, orig = case

@@ -215,6 +215,36 @@ SAMFAST_AVX2 void ycombine_threshold_avx2(const float* const* rows, const float*
 }
 #endif
 
+#if SAMFAST_X86
+// ycombine_threshold_avx2 on 16 lanes (the same products and sums, so the same bits): the compare's mask becomes 16
+// bool bytes through a masked broadcast and a narrowing move (AVX-512F only).
+SAMFAST_AVX512 void ycombine_threshold_avx512(const float* const* rows, const float* wy, int n, int64_t W0, float thr,
+                                              uint8_t* dst) {
+  const __m512 w0 = _mm512_set1_ps(wy[0]), w1 = _mm512_set1_ps(n > 1 ? wy[1] : 0.f);
+  const __m512 w2 = _mm512_set1_ps(n > 2 ? wy[2] : 0.f), w3 = _mm512_set1_ps(n > 3 ? wy[3] : 0.f);
+  const __m512 t = _mm512_set1_ps(thr);
+  int64_t X = 0;
+  for (; X + 16 <= W0; X += 16) {
+    __m512 acc;
+    if (n == 2) {
+      acc = _mm512_fmadd_ps(w1, _mm512_loadu_ps(rows[1] + X), _mm512_mul_ps(w0, _mm512_loadu_ps(rows[0] + X)));
+    } else {
+      acc = _mm512_mul_ps(w0, _mm512_loadu_ps(rows[0] + X));
+      if (n > 1) acc = _mm512_fmadd_ps(w1, _mm512_loadu_ps(rows[1] + X), acc);
+      if (n > 2) acc = _mm512_fmadd_ps(w2, _mm512_loadu_ps(rows[2] + X), acc);
+      if (n > 3) acc = _mm512_fmadd_ps(w3, _mm512_loadu_ps(rows[3] + X), acc);
+    }
+    const __mmask16 m = _mm512_cmp_ps_mask(acc, t, _CMP_GT_OQ);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + X), _mm512_cvtepi32_epi8(_mm512_maskz_set1_epi32(m, 1)));
+  }
+  if (X < W0) {  // the last W0 % 16 columns as the AVX2 version does them
+    const float* rest[kTaps];
+    for (int k = 0; k < n; ++k) rest[k] = rows[k] + X;
+    ycombine_threshold_avx2(rest, wy, n, W0 - X, thr, dst + X);
+  }
+}
+#endif
+
 // Statistics of one output row: counts above the stability thresholds, first / last column > thr.
 struct RowStats {
   int32_t n_hi = 0, n_lo = 0, x0 = -1, x1 = -1;
@@ -301,7 +331,8 @@ void postprocess_masks_cpu(const PostprocessArgs& a) {
   if (planes == 0 || H0 == 0 || W0 == 0) return;
   const AxisTaps ty = compose_taps(h, a.img_size, a.input_h, H0);
   const AxisTaps tx = compose_taps(w, a.img_size, a.input_w, W0);
-  const bool avx2 = use_avx2();
+  const bool avx2 = use_avx2(), avx512 = avx2 && use_avx512();
+  (void)avx512;  // x86 only
   const XBlocks xb = avx2 ? make_xblocks(tx, W0) : XBlocks{};
   // Output rows (over all planes) in chunks of kChunk, scheduled dynamically: robust when a thread
   // is descheduled, and each chunk re-computes only the few x-interpolated rows it starts with.
@@ -354,7 +385,9 @@ void postprocess_masks_cpu(const PostprocessArgs& a) {
       const float* wy = &ty.wt[Y * kTaps];
 #if SAMFAST_X86
       if (avx2 && !stats && a.out_kind == MaskOut::Bool) {
-        ycombine_threshold_avx2(rows, wy, n, W0, a.threshold, static_cast<uint8_t*>(a.out) + r * W0);
+        uint8_t* o = static_cast<uint8_t*>(a.out) + r * W0;
+        if (avx512) ycombine_threshold_avx512(rows, wy, n, W0, a.threshold, o);
+        else ycombine_threshold_avx2(rows, wy, n, W0, a.threshold, o);
         continue;
       }
 #endif
