@@ -60,23 +60,30 @@ inline void store_out(OutT* p, float v) {
 
 // ---------------------------------------------------------------- portable path
 
-// T[P, N1p] (sub-pixel rows of C1) -> LN + GELU -> T2[4P, C1]
+// T[P, N1p] (sub-pixel rows of C1) -> LN + GELU -> T2[4P, C1]; P <= kTile. Two passes, as every ln_gelu: the rows'
+// statistics first, then the normalisation + GELU over the tile as independent vectors (with a pass per row, each
+// row's GELUs waited on its reductions: the AVX-512 mask head 7 % slower).
 void ln_gelu_base(const float* T, int64_t P, const Packed& pk, float eps, float* T2) {
-  const int64_t C1 = pk.C1;
-  for (int64_t p = 0; p < P; ++p)
-    for (int64_t s = 0; s < 4; ++s) {
-      const float* x = T + p * pk.N1p + s * C1;
-      float* y = T2 + (p * 4 + s) * C1;
-      float mean = 0.f, var = 0.f;
-      for (int64_t c = 0; c < C1; ++c) mean += x[c];
-      mean /= float(C1);
-      for (int64_t c = 0; c < C1; ++c) var += (x[c] - mean) * (x[c] - mean);
-      const float rstd = 1.f / std::sqrt(var / float(C1) + eps);
-      int64_t c = 0;
-      for (; c + 4 <= C1; c += 4)
-        store4(y + c, gelu4((load4(x + c) - mean) * rstd * load4(pk.lnw + c) + load4(pk.lnb + c)));
-      for (; c < C1; ++c) y[c] = gelu_exact((x[c] - mean) * rstd * pk.lnw[c] + pk.lnb[c]);
-    }
+  const int64_t C1 = pk.C1, R = 4 * P;
+  float mean[4 * kTile], rstd[4 * kTile];
+  for (int64_t r = 0; r < R; ++r) {
+    const float* x = T + (r >> 2) * pk.N1p + (r & 3) * C1;
+    float m = 0.f, var = 0.f;
+    for (int64_t c = 0; c < C1; ++c) m += x[c];
+    m /= float(C1);
+    for (int64_t c = 0; c < C1; ++c) var += (x[c] - m) * (x[c] - m);
+    mean[r] = m;
+    rstd[r] = 1.f / std::sqrt(var / float(C1) + eps);
+  }
+  for (int64_t r = 0; r < R; ++r) {
+    const float* x = T + (r >> 2) * pk.N1p + (r & 3) * C1;
+    float* y = T2 + r * C1;
+    const float m = mean[r], rs = rstd[r];
+    int64_t c = 0;
+    for (; c + 4 <= C1; c += 4)
+      store4(y + c, gelu4((load4(x + c) - m) * rs * load4(pk.lnw + c) + load4(pk.lnb + c)));
+    for (; c < C1; ++c) y[c] = gelu_exact((x[c] - m) * rs * pk.lnw[c] + pk.lnb[c]);
+  }
 }
 
 // U[4P, N2p] . hyper[M, C2] -> out[M, 4h, 4w] for pixels q0 .. q0+P-1 of one batch item.
@@ -102,25 +109,31 @@ void hyper_base(const float* U, int64_t P, int64_t q0, int64_t h, int64_t w, con
 // ---------------------------------------------------------------- AVX2 + FMA path
 #if SAMFAST_X86
 
-// Requires C1 % 8 == 0.
+// Requires C1 % 8 == 0; P <= kTile.
 SAMFAST_AVX2 void ln_gelu_avx2(const float* T, int64_t P, const Packed& pk, float eps, float* T2) {
-  const int64_t C1 = pk.C1;
+  const int64_t C1 = pk.C1, R = 4 * P;
   const __m256 inv_n = _mm256_set1_ps(1.f / float(C1));
-  for (int64_t r = 0; r < 4 * P; ++r) {
+  alignas(32) float mean[4 * kTile], rstd[4 * kTile];
+  for (int64_t r = 0; r < R; ++r) {
     const float* x = T + (r >> 2) * pk.N1p + (r & 3) * C1;
-    float* y = T2 + r * C1;
     __m256 sum = _mm256_setzero_ps();
     for (int64_t c = 0; c < C1; c += 8) sum = _mm256_add_ps(sum, _mm256_loadu_ps(x + c));
-    const __m256 mean = _mm256_mul_ps(hsum_bcast_avx2(sum), inv_n);
+    const __m256 m = _mm256_mul_ps(hsum_bcast_avx2(sum), inv_n);
     __m256 vs = _mm256_setzero_ps();
     for (int64_t c = 0; c < C1; c += 8) {
-      const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(x + c), mean);
+      const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(x + c), m);
       vs = _mm256_fmadd_ps(d, d, vs);
     }
     const __m256 var = _mm256_fmadd_ps(hsum_bcast_avx2(vs), inv_n, _mm256_set1_ps(eps));
-    const __m256 rstd = _mm256_div_ps(_mm256_set1_ps(1.f), _mm256_sqrt_ps(var));
+    mean[r] = _mm256_cvtss_f32(m);
+    rstd[r] = _mm256_cvtss_f32(_mm256_div_ps(_mm256_set1_ps(1.f), _mm256_sqrt_ps(var)));
+  }
+  for (int64_t r = 0; r < R; ++r) {
+    const float* x = T + (r >> 2) * pk.N1p + (r & 3) * C1;
+    float* y = T2 + r * C1;
+    const __m256 m = _mm256_set1_ps(mean[r]), rs = _mm256_set1_ps(rstd[r]);
     for (int64_t c = 0; c < C1; c += 8) {
-      const __m256 d = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + c), mean), rstd);
+      const __m256 d = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + c), m), rs);
       const __m256 v = _mm256_fmadd_ps(d, _mm256_load_ps(pk.lnw + c), _mm256_load_ps(pk.lnb + c));
       _mm256_storeu_ps(y + c, gelu_avx2(v));
     }
@@ -240,24 +253,31 @@ void fold_convt(GemmFn gemm, bool avx2, bool avx512, const MaskHeadArgs& a, cons
 }
 
 #if SAMFAST_X86
-// Requires C1 % 16 == 0. ln_gelu_avx2 on 16 lanes (GELU's divide replaced by rcp14 + Newton).
+// Requires C1 % 16 == 0; P <= kTile. ln_gelu_avx2 on 16 lanes (GELU's divide replaced by rcp14 + Newton).
 SAMFAST_AVX512 void ln_gelu_avx512(const float* T, int64_t P, const Packed& pk, float eps, float* T2) {
-  const int64_t C1 = pk.C1;
+  const int64_t C1 = pk.C1, R = 4 * P;
   const float inv_n = 1.f / float(C1);
-  for (int64_t r = 0; r < 4 * P; ++r) {
+  alignas(64) float mean[4 * kTile], rstd[4 * kTile];
+  for (int64_t r = 0; r < R; ++r) {
     const float* x = T + (r >> 2) * pk.N1p + (r & 3) * C1;
-    float* y = T2 + r * C1;
     __m512 sum = _mm512_setzero_ps();
     for (int64_t c = 0; c < C1; c += 16) sum = _mm512_add_ps(sum, _mm512_loadu_ps(x + c));
-    const __m512 mean = _mm512_set1_ps(_mm512_reduce_add_ps(sum) * inv_n);
+    const float mu = _mm512_reduce_add_ps(sum) * inv_n;
+    const __m512 m = _mm512_set1_ps(mu);
     __m512 vs = _mm512_setzero_ps();
     for (int64_t c = 0; c < C1; c += 16) {
-      const __m512 d = _mm512_sub_ps(_mm512_loadu_ps(x + c), mean);
+      const __m512 d = _mm512_sub_ps(_mm512_loadu_ps(x + c), m);
       vs = _mm512_fmadd_ps(d, d, vs);
     }
-    const __m512 rstd = _mm512_set1_ps(1.f / std::sqrt(_mm512_reduce_add_ps(vs) * inv_n + eps));
+    mean[r] = mu;
+    rstd[r] = 1.f / std::sqrt(_mm512_reduce_add_ps(vs) * inv_n + eps);
+  }
+  for (int64_t r = 0; r < R; ++r) {
+    const float* x = T + (r >> 2) * pk.N1p + (r & 3) * C1;
+    float* y = T2 + r * C1;
+    const __m512 m = _mm512_set1_ps(mean[r]), rs = _mm512_set1_ps(rstd[r]);
     for (int64_t c = 0; c < C1; c += 16) {
-      const __m512 d = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + c), mean), rstd);
+      const __m512 d = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + c), m), rs);
       const __m512 v = _mm512_fmadd_ps(d, _mm512_loadu_ps(pk.lnw + c), _mm512_loadu_ps(pk.lnb + c));
       _mm512_storeu_ps(y + c, gelu_avx512(v));
     }
