@@ -84,3 +84,22 @@ def rel_err(a, b) -> float:
     a = torch.as_tensor(a, dtype=torch.float64)
     b = torch.as_tensor(b, dtype=torch.float64)
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+
+
+def count_fast(p, monkeypatch):
+    """Patches predictor `p`'s decoder so that each `predict` call records whether the one-call C++ path
+    (`_C.PromptPredictor`) answered (True) or fell back to the general path (False); returns that list."""
+    runs, fd = [], p._fast_decoder
+    orig = fd.prompt_predictor
+
+    class Counted:
+        def __init__(self, pp):
+            self.pp = pp
+
+        def predict(self, *a):
+            r = self.pp.predict(*a)
+            runs.append(r is not None)
+            return r
+
+    monkeypatch.setattr(fd, "prompt_predictor", lambda *a, **k: (lambda pp: pp and Counted(pp))(orig(*a, **k)))
+    return runs

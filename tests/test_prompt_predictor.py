@@ -8,7 +8,7 @@ import torch
 
 import samfast
 from samfast import _C
-from sam_testing import TINY, make_checkpoint, random_image
+from sam_testing import TINY, count_fast, make_checkpoint, random_image
 
 pytestmark = pytest.mark.skipif(not hasattr(_C, "PromptPredictor"), reason="PromptPredictor not built")
 
@@ -33,24 +33,6 @@ def general(p, point_coords=None, point_labels=None, box=None, multimask_output=
                             dtype=torch.float)
     m, s, lr = p.predict_torch(c, l, b, multimask_output=multimask_output, return_logits=return_logits)
     return m[0].numpy(), s[0].numpy(), lr[0].numpy()
-
-
-def count_fast(p, monkeypatch):
-    """Patches the predictor's decoder so that each predict call records whether the one-call path answered."""
-    runs, fd = [], p._fast_decoder
-    orig = fd.prompt_predictor
-
-    class Counted:
-        def __init__(self, pp):
-            self.pp = pp
-
-        def predict(self, *a):
-            r = self.pp.predict(*a)
-            runs.append(r is not None)
-            return r
-
-    monkeypatch.setattr(fd, "prompt_predictor", lambda *a, **k: (lambda pp: pp and Counted(pp))(orig(*a, **k)))
-    return runs
 
 
 PTS = np.array([[120.5, 80.25], [10.0, 149.0], [-7.0, 300.0]])  # the last one off the image

@@ -8,7 +8,7 @@ import torch
 import samfast
 import samfast.ops as ops
 from samfast import _C
-from sam_testing import TINY, make_checkpoint, rel_err
+from sam_testing import TINY, count_fast, make_checkpoint, rel_err
 
 pytestmark = pytest.mark.skipif(not hasattr(_C, "prompt_tokens_cpu"), reason="prompt_tokens_cpu not built")
 
@@ -84,7 +84,7 @@ def test_float64_coords_take_the_reference(models):
     assert rel_err(got, want) < 1e-6
 
 
-def test_predict_paths_use_it_and_match_official(models):
+def test_predict_paths_use_it_and_match_official(models, monkeypatch):
     """predict (numpy) runs FastMaskDecoder.prompt_predictor's one _C call, predict_torch runs ops.prompt_tokens +
     the whole-decoder op: both as the official predictor."""
     official, ours = models
@@ -95,37 +95,22 @@ def test_predict_paths_use_it_and_match_official(models):
     theirs.set_image(image)
     mine.set_image(image)
     pts, lbs, box = np.array([[120.0, 80.0], [10.0, 150.0]]), np.array([1, 0]), np.array([30, 20, 250, 180.0])
-    fd = mine._fast_decoder
-    fast_runs, token_calls = [], []
-    orig_pp, orig_tokens = fd.prompt_predictor, ops.prompt_tokens
-
-    class Counted:  # records whether each predict call ran in C++ (a result) or fell back (None)
-        def __init__(self, pp):
-            self.pp = pp
-
-        def predict(self, *a):
-            r = self.pp.predict(*a)
-            fast_runs.append(r is not None)
-            return r
-
-    fd.prompt_predictor = lambda *a, **k: Counted(orig_pp(*a, **k))
-    samfast.ops.prompt_tokens = lambda *a, **k: token_calls.append(1) or orig_tokens(*a, **k)
-    try:
-        for kw in (dict(point_coords=pts, point_labels=lbs), dict(box=box),
-                   dict(point_coords=pts, point_labels=lbs, box=box)):
-            for mm in (True, False):
-                m1, s1, l1 = theirs.predict(**kw, multimask_output=mm)
-                m2, s2, l2 = mine.predict(**kw, multimask_output=mm)
-                assert rel_err(torch.from_numpy(l2), torch.from_numpy(l1)) < 1e-4
-                assert np.abs(s2 - s1).max() < 1e-4 and (m1 == m2).mean() > 0.999
-                logits = mine.predict(**kw, multimask_output=mm, return_logits=True)[0]
-                assert logits.dtype == np.float32 and ((logits > 0) == m2).mean() > 0.999
-        c = torch.as_tensor(mine.transform.apply_coords(pts, mine.original_size), dtype=torch.float)[None]
-        tm, ts, tl = theirs.predict_torch(c, torch.as_tensor(lbs)[None])
-        mm_, ms_, ml_ = mine.predict_torch(c, torch.as_tensor(lbs)[None])
-        assert rel_err(ml_, tl) < 1e-4 and (mm_ == tm).float().mean() > 0.999
-    finally:
-        fd.prompt_predictor, samfast.ops.prompt_tokens = orig_pp, orig_tokens
+    fast_runs, token_calls = count_fast(mine, monkeypatch), []
+    orig_tokens = ops.prompt_tokens
+    monkeypatch.setattr(samfast.ops, "prompt_tokens", lambda *a, **k: token_calls.append(1) or orig_tokens(*a, **k))
+    for kw in (dict(point_coords=pts, point_labels=lbs), dict(box=box),
+               dict(point_coords=pts, point_labels=lbs, box=box)):
+        for mm in (True, False):
+            m1, s1, l1 = theirs.predict(**kw, multimask_output=mm)
+            m2, s2, l2 = mine.predict(**kw, multimask_output=mm)
+            assert rel_err(torch.from_numpy(l2), torch.from_numpy(l1)) < 1e-4
+            assert np.abs(s2 - s1).max() < 1e-4 and (m1 == m2).mean() > 0.999
+            logits = mine.predict(**kw, multimask_output=mm, return_logits=True)[0]
+            assert logits.dtype == np.float32 and ((logits > 0) == m2).mean() > 0.999
+    c = torch.as_tensor(mine.transform.apply_coords(pts, mine.original_size), dtype=torch.float)[None]
+    tm, ts, tl = theirs.predict_torch(c, torch.as_tensor(lbs)[None])
+    mm_, ms_, ml_ = mine.predict_torch(c, torch.as_tensor(lbs)[None])
+    assert rel_err(ml_, tl) < 1e-4 and (mm_ == tm).float().mean() > 0.999
     assert fast_runs == [True] * 12 and len(token_calls) == 1
 
 
