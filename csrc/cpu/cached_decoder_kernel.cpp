@@ -256,7 +256,7 @@ void cached_decoder_cpu(const CachedDecoderArgs& a) {
   AlignedFloats hyper, mlp_tmp;
   hyper.alloc(B * K * d.C2, false);
   mlp_tmp.alloc((1 + K) * 2 * B * hw_, false);
-  const bool heads_par = B * C * hw_ < (int64_t{1} << 18);
+  const bool heads_par = B * C * hw_ < kLinearParallelMacs;  // about their linears' size
 #pragma omp parallel for schedule(static) if (heads_par)
   for (int64_t k = -1; k < K; ++k) {
     float* h1 = mlp_tmp.p + (1 + k) * 2 * B * hw_;

@@ -18,7 +18,7 @@ void linear(const Ctx& c, const Slot& L, const float* x, int64_t ldx, int64_t ro
   for (int64_t r = 0; r < rows; ++r) std::memcpy(y + r * ldy, L.b, L.outp * sizeof(float));
   constexpr int64_t kRows = 48;
   const int64_t rb = (rows + kRows - 1) / kRows, np = L.panels();
-  const bool par = rows * L.in * L.outp >= (int64_t{1} << 18);
+  const bool par = rows * L.in * L.outp >= kLinearParallelMacs;
 #pragma omp parallel for collapse(2) schedule(static) if (par)
   for (int64_t i = 0; i < rb; ++i)
     for (int64_t p = 0; p < np; ++p) {

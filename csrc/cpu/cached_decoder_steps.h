@@ -23,6 +23,9 @@ struct Ctx {
   float eps;
 };
 
+// Multiply-adds (rows * in * outp) from which a linear splits its work over the threads; below, one thread runs it.
+constexpr int64_t kLinearParallelMacs = int64_t{1} << 18;
+
 // y[rows, 0:out] = x[rows, in] @ W^T + b (y row stride ldy >= outp; columns out..outp get 0), ReLU optional.
 void linear(const Ctx& c, const Slot& L, const float* x, int64_t ldx, int64_t rows, float* y, int64_t ldy,
             bool relu = false);
