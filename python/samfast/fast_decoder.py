@@ -214,12 +214,9 @@ class FastMaskDecoder:
         made = cache.prompt_predictor
         if made is not None and made[0] == key:
             return made[1] if self.whole_decoder_kernel and self._prompt_modules_ok() else None
-        with torch.no_grad():
-            if cache.packed is None or cache.g is None or not self._whole_kernel_ok(cache) or \
-                    not self._prompt_tokens_ok():
-                return None
-        if any(w.dtype != torch.float32 or w.device.type != "cpu" for w in weights):
-            return None
+        if cache.packed is None or cache.g is None or not self._whole_kernel_ok(cache) or \
+                not self._prompt_modules_ok() or any(w.dtype != torch.float32 or w.device.type != "cpu" for w in weights):
+            return None  # (no autograd check: numpy in, numpy out)
         old_h, old_w = original_size
         new_h, new_w = ResizeLongestSide.get_preprocess_shape(old_h, old_w, target_length)
         img_h, img_w = self.sam.prompt_encoder.input_image_size
